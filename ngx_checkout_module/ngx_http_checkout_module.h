@@ -1,0 +1,210 @@
+
+/*
+ * Copyright (C) ngx_checkout developers
+ */
+
+
+#ifndef _NGX_HTTP_CHECKOUT_MODULE_H_INCLUDED_
+#define _NGX_HTTP_CHECKOUT_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <yajl/yajl_gen.h>
+
+
+#define NGX_HTTP_CHECKOUT_ID_PREFIX        "chk_"
+#define NGX_HTTP_CHECKOUT_ID_CHARS         22
+#define NGX_HTTP_CHECKOUT_ID_LEN                                              \
+    (sizeof(NGX_HTTP_CHECKOUT_ID_PREFIX) - 1 + NGX_HTTP_CHECKOUT_ID_CHARS)
+
+#define NGX_HTTP_CHECKOUT_UNPROCESSABLE    422
+
+#define NGX_HTTP_CHECKOUT_STEP_NAME_LEN    32
+#define NGX_HTTP_CHECKOUT_STEP_MAX_DEPTH   64
+
+
+typedef enum {
+    NGX_HTTP_CHECKOUT_JSON_NULL = 0,
+    NGX_HTTP_CHECKOUT_JSON_FALSE,
+    NGX_HTTP_CHECKOUT_JSON_TRUE,
+    NGX_HTTP_CHECKOUT_JSON_NUMBER,
+    NGX_HTTP_CHECKOUT_JSON_STRING,
+    NGX_HTTP_CHECKOUT_JSON_OBJECT,
+    NGX_HTTP_CHECKOUT_JSON_ARRAY
+} ngx_http_checkout_json_type_e;
+
+
+typedef enum {
+    NGX_HTTP_CHECKOUT_JSON_OK = 0,
+    NGX_HTTP_CHECKOUT_JSON_INVALID_UTF8,
+    NGX_HTTP_CHECKOUT_JSON_MALFORMED,
+    NGX_HTTP_CHECKOUT_JSON_TOO_DEEP,
+    NGX_HTTP_CHECKOUT_JSON_NOMEM
+} ngx_http_checkout_json_error_e;
+
+
+typedef struct ngx_http_checkout_json_s  ngx_http_checkout_json_t;
+
+/*
+ * A parsed JSON value in the request pool.  Numbers keep their text, so
+ * a client's amount is passed on digit for digit.
+ */
+struct ngx_http_checkout_json_s {
+    ngx_http_checkout_json_type_e    type;
+    ngx_str_t                        key;
+    ngx_str_t                        value;
+    ngx_http_checkout_json_t        *child;
+    ngx_http_checkout_json_t        *last;
+    ngx_http_checkout_json_t        *next;
+    ngx_http_checkout_json_t        *parent;
+};
+
+
+/* a yajl generator that remembers whether any write failed */
+typedef struct {
+    yajl_gen                         gen;
+    ngx_uint_t                       failed;
+} ngx_http_checkout_json_writer_t;
+
+
+typedef enum {
+    NGX_HTTP_CHECKOUT_NONE = 0,
+    NGX_HTTP_CHECKOUT_CONFIRMED,
+    NGX_HTTP_CHECKOUT_DECLINED,
+    NGX_HTTP_CHECKOUT_REQUIRES_ACTION,
+    NGX_HTTP_CHECKOUT_PENDING_REVIEW,
+    NGX_HTTP_CHECKOUT_FAILED,
+    NGX_HTTP_CHECKOUT_INVALID_REQUEST
+} ngx_http_checkout_outcome_e;
+
+
+/* what one step's answer means for the checkout */
+typedef enum {
+    NGX_HTTP_CHECKOUT_STEP_PASSED = 0,
+    NGX_HTTP_CHECKOUT_STEP_DECLINED,
+    NGX_HTTP_CHECKOUT_STEP_ACTION,
+    NGX_HTTP_CHECKOUT_STEP_TIMEOUT,
+    NGX_HTTP_CHECKOUT_STEP_ERROR
+} ngx_http_checkout_verdict_e;
+
+
+typedef struct {
+    ngx_str_t                        name;
+    ngx_str_t                        uri;
+    ngx_msec_t                       timeout;
+    unsigned                         timeout_pending:1;
+    unsigned                         error_pending:1;
+} ngx_http_checkout_step_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                       enable;
+    ngx_array_t                     *steps;
+    ngx_msec_t                       timeout;
+    size_t                           max_body_size;
+    ngx_uint_t                       max_depth;
+    time_t                           retry_after;
+
+    /* where "checkout" was written, for errors found at merge time */
+    u_char                          *file;
+    ngx_uint_t                       line;
+} ngx_http_checkout_loc_conf_t;
+
+
+typedef struct ngx_http_checkout_ctx_s  ngx_http_checkout_ctx_t;
+
+typedef struct {
+    ngx_http_checkout_step_conf_t   *conf;
+    ngx_http_checkout_ctx_t         *ctx;
+    ngx_http_request_t              *sr;
+
+    /* the step's JSON object; for a decline it may be NULL */
+    ngx_http_checkout_json_t        *reply;
+    ngx_uint_t                       status;
+    ngx_http_checkout_verdict_e      verdict;
+
+    uint64_t                         start;
+    uint64_t                         duration;
+    ngx_msec_t                       budget;
+
+    unsigned                         started:1;
+    unsigned                         done:1;
+    unsigned                         cut_off:1;
+    unsigned                         budget_limited:1;
+} ngx_http_checkout_step_t;
+
+
+struct ngx_http_checkout_ctx_s {
+    ngx_http_request_t              *request;
+    ngx_http_checkout_loc_conf_t    *conf;
+
+    ngx_str_t                        id;
+    ngx_str_t                        idempotency_key;
+    ngx_http_checkout_json_t        *cart;
+
+    ngx_http_checkout_step_t        *steps;
+    ngx_uint_t                       nsteps;
+    ngx_uint_t                       current;
+
+    uint64_t                         start;
+    uint64_t                         deadline;
+    ngx_event_t                      timer;
+
+    ngx_http_checkout_outcome_e      outcome;
+    ngx_http_checkout_step_t        *decisive;
+    ngx_uint_t                       status;
+    char                            *error;
+    char                            *message;
+    unsigned                         budget_exhausted:1;
+    unsigned                         replied:1;
+};
+
+
+ngx_int_t ngx_http_checkout_handler(ngx_http_request_t *r);
+
+ngx_int_t ngx_http_checkout_step_start(ngx_http_request_t *r,
+    ngx_http_checkout_ctx_t *ctx, ngx_http_checkout_step_t *step);
+void ngx_http_checkout_step_cancel_timer(ngx_http_checkout_ctx_t *ctx);
+
+ngx_int_t ngx_http_checkout_send_reply(ngx_http_request_t *r,
+    ngx_http_checkout_ctx_t *ctx);
+ngx_int_t ngx_http_checkout_send_invalid(ngx_http_request_t *r,
+    ngx_http_checkout_ctx_t *ctx);
+ngx_int_t ngx_http_checkout_timings(ngx_pool_t *pool,
+    ngx_http_checkout_ctx_t *ctx, ngx_uint_t server_timing, ngx_str_t *out);
+
+ngx_http_checkout_json_error_e ngx_http_checkout_json_parse(ngx_pool_t *pool,
+    ngx_chain_t *in, ngx_uint_t max_depth, ngx_http_checkout_json_t **root);
+ngx_http_checkout_json_t *ngx_http_checkout_json_get(
+    ngx_http_checkout_json_t *object, char *key);
+ngx_int_t ngx_http_checkout_json_writer_init(
+    ngx_http_checkout_json_writer_t *w, ngx_pool_t *pool);
+void ngx_http_checkout_json_str(ngx_http_checkout_json_writer_t *w,
+    ngx_str_t *s);
+void ngx_http_checkout_json_cstr(ngx_http_checkout_json_writer_t *w,
+    char *s);
+void ngx_http_checkout_json_int(ngx_http_checkout_json_writer_t *w,
+    ngx_int_t n);
+void ngx_http_checkout_json_literal(ngx_http_checkout_json_writer_t *w,
+    ngx_http_checkout_json_type_e type);
+void ngx_http_checkout_json_close(ngx_http_checkout_json_writer_t *w,
+    ngx_http_checkout_json_type_e type);
+void ngx_http_checkout_json_value(ngx_http_checkout_json_writer_t *w,
+    ngx_http_checkout_json_t *v);
+ngx_int_t ngx_http_checkout_json_result(ngx_http_checkout_json_writer_t *w,
+    ngx_str_t *out);
+
+ngx_int_t ngx_http_checkout_variables_add(ngx_conf_t *cf);
+
+uint64_t ngx_http_checkout_now(void);
+ngx_str_t *ngx_http_checkout_outcome_name(
+    ngx_http_checkout_outcome_e outcome);
+
+
+extern ngx_module_t  ngx_http_checkout_module;
+
+
+#endif /* _NGX_HTTP_CHECKOUT_MODULE_H_INCLUDED_ */

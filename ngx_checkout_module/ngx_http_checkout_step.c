@@ -1,0 +1,595 @@
+
+/*
+ * Copyright (C) ngx_checkout developers
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_checkout_module.h"
+
+
+static ngx_int_t ngx_http_checkout_step_body(ngx_http_request_t *r,
+    ngx_http_checkout_ctx_t *ctx, ngx_http_checkout_step_t *step,
+    ngx_http_request_body_t **body);
+static ngx_int_t ngx_http_checkout_step_headers(ngx_http_request_t *sr,
+    off_t length);
+static ngx_int_t ngx_http_checkout_step_done(ngx_http_request_t *r,
+    void *data, ngx_int_t rc);
+static void ngx_http_checkout_step_judge(ngx_http_request_t *sr,
+    ngx_http_checkout_step_t *step, ngx_int_t rc);
+static void ngx_http_checkout_step_judge_reply(ngx_http_request_t *sr,
+    ngx_http_checkout_step_t *step);
+static void ngx_http_checkout_step_finish(ngx_http_checkout_step_t *step);
+static void ngx_http_checkout_step_deadline(ngx_event_t *ev);
+static void ngx_http_checkout_step_cleanup(void *data);
+
+
+static ngx_str_t  ngx_http_checkout_post_method = ngx_string("POST");
+
+static ngx_str_t  ngx_http_checkout_json_type =
+    ngx_string("application/json");
+
+
+/*
+ * Client headers a step must not see: the body is ours, and a step reply
+ * must come back whole and uncompressed to be parsed.
+ */
+static ngx_str_t  ngx_http_checkout_hidden_headers[] = {
+    ngx_string("content-length"),
+    ngx_string("content-type"),
+    ngx_string("transfer-encoding"),
+    ngx_string("expect"),
+    ngx_string("accept-encoding"),
+    ngx_string("range"),
+    ngx_string("if-range"),
+    ngx_string("if-match"),
+    ngx_string("if-none-match"),
+    ngx_string("if-modified-since"),
+    ngx_string("if-unmodified-since"),
+    ngx_null_string
+};
+
+
+/*
+ * Steps are background in-memory subrequests.  Background, because the
+ * checkout must be able to answer at a deadline while a step is still
+ * running: a regular subrequest holds the parent's output until it ends.
+ * When the deadline passes, the step's upstream connection is handed
+ * nginx's own read timeout (see ngx_http_checkout_step_deadline), so the
+ * backend connection is closed and the subrequest ends through the
+ * upstream module's normal path; the client's connection is then free at
+ * once.  A step that is not proxied cannot be cut off that way: the reply
+ * still goes out at the deadline, the subrequest finishes on its own.
+ */
+
+ngx_int_t
+ngx_http_checkout_step_start(ngx_http_request_t *r,
+    ngx_http_checkout_ctx_t *ctx, ngx_http_checkout_step_t *step)
+{
+    ngx_msec_t                   budget;
+    ngx_pool_cleanup_t          *cln;
+    ngx_http_request_t          *sr;
+    ngx_http_request_body_t     *body;
+    ngx_http_post_subrequest_t  *ps;
+
+    if (ctx->timer.handler == NULL) {
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+        if (cln == NULL) {
+            return NGX_ERROR;
+        }
+
+        cln->handler = ngx_http_checkout_step_cleanup;
+        cln->data = ctx;
+
+        ctx->timer.handler = ngx_http_checkout_step_deadline;
+        ctx->timer.data = r;
+        ctx->timer.log = r->connection->log;
+    }
+
+    step->start = ngx_http_checkout_now();
+
+    budget = (ctx->deadline > step->start)
+             ? (ngx_msec_t) ((ctx->deadline - step->start + 999) / 1000) : 0;
+
+    if (budget == 0) {
+        ctx->budget_exhausted = 1;
+        return NGX_DECLINED;
+    }
+
+    if (step->conf->timeout != NGX_CONF_UNSET_MSEC
+        && step->conf->timeout < budget)
+    {
+        budget = step->conf->timeout;
+
+    } else {
+        step->budget_limited = 1;
+    }
+
+    step->budget = budget;
+
+    if (ngx_http_checkout_step_body(r, ctx, step, &body) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
+    if (ps == NULL) {
+        return NGX_ERROR;
+    }
+
+    ps->handler = ngx_http_checkout_step_done;
+    ps->data = step;
+
+    if (ngx_http_subrequest(r, &step->conf->uri, NULL, &sr, ps,
+                            NGX_HTTP_SUBREQUEST_IN_MEMORY
+                            |NGX_HTTP_SUBREQUEST_BACKGROUND)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    sr->method = NGX_HTTP_POST;
+    sr->method_name = ngx_http_checkout_post_method;
+    sr->request_body = body;
+
+    if (ngx_http_checkout_step_headers(sr, body->buf->last - body->buf->pos)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    step->sr = sr;
+    step->started = 1;
+
+    ngx_add_timer(&ctx->timer, budget);
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "checkout step \"%V\" started, \"%V\", budget %M",
+                   &step->conf->name, &step->conf->uri, budget);
+
+    return NGX_OK;
+}
+
+
+/* the step document: who we are, how long the step has, what came before */
+
+static ngx_int_t
+ngx_http_checkout_step_body(ngx_http_request_t *r,
+    ngx_http_checkout_ctx_t *ctx, ngx_http_checkout_step_t *step,
+    ngx_http_request_body_t **body)
+{
+    ngx_buf_t                        *b;
+    ngx_str_t                         doc;
+    ngx_uint_t                        i;
+    ngx_http_request_body_t          *rb;
+    ngx_http_checkout_json_writer_t   w;
+
+    if (ngx_http_checkout_json_writer_init(&w, r->pool) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_checkout_json_literal(&w, NGX_HTTP_CHECKOUT_JSON_OBJECT);
+
+    ngx_http_checkout_json_cstr(&w, "checkoutId");
+    ngx_http_checkout_json_str(&w, &ctx->id);
+
+    ngx_http_checkout_json_cstr(&w, "idempotencyKey");
+
+    if (ctx->idempotency_key.len) {
+        ngx_http_checkout_json_str(&w, &ctx->idempotency_key);
+
+    } else {
+        ngx_http_checkout_json_literal(&w, NGX_HTTP_CHECKOUT_JSON_NULL);
+    }
+
+    ngx_http_checkout_json_cstr(&w, "step");
+    ngx_http_checkout_json_str(&w, &step->conf->name);
+
+    ngx_http_checkout_json_cstr(&w, "budgetMs");
+    ngx_http_checkout_json_int(&w, step->budget);
+
+    ngx_http_checkout_json_cstr(&w, "cart");
+    ngx_http_checkout_json_value(&w, ctx->cart);
+
+    ngx_http_checkout_json_cstr(&w, "results");
+    ngx_http_checkout_json_literal(&w, NGX_HTTP_CHECKOUT_JSON_OBJECT);
+
+    for (i = 0; &ctx->steps[i] != step; i++) {
+        ngx_http_checkout_json_str(&w, &ctx->steps[i].conf->name);
+        ngx_http_checkout_json_value(&w, ctx->steps[i].reply);
+    }
+
+    ngx_http_checkout_json_close(&w, NGX_HTTP_CHECKOUT_JSON_OBJECT);
+    ngx_http_checkout_json_close(&w, NGX_HTTP_CHECKOUT_JSON_OBJECT);
+
+    if (ngx_http_checkout_json_result(&w, &doc) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* start and end let the upstream module rewind it for a retry */
+
+    b->temporary = 1;
+    b->start = doc.data;
+    b->pos = doc.data;
+    b->last = doc.data + doc.len;
+    b->end = b->last;
+    b->last_buf = 1;
+
+    rb = ngx_pcalloc(r->pool, sizeof(ngx_http_request_body_t));
+    if (rb == NULL) {
+        return NGX_ERROR;
+    }
+
+    rb->bufs = ngx_alloc_chain_link(r->pool);
+    if (rb->bufs == NULL) {
+        return NGX_ERROR;
+    }
+
+    rb->bufs->buf = b;
+    rb->bufs->next = NULL;
+    rb->buf = b;
+
+    *body = rb;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The subrequest starts with a copy of the client's headers_in; it gets
+ * its own list, without the headers that describe the client's body.
+ */
+
+static ngx_int_t
+ngx_http_checkout_step_headers(ngx_http_request_t *sr, off_t length)
+{
+    u_char            *p;
+    ngx_str_t         *hidden;
+    ngx_uint_t         i;
+    ngx_list_part_t   *part;
+    ngx_table_elt_t   *h, *header;
+    ngx_http_request_t  *r;
+
+    r = sr->parent;
+    part = &r->headers_in.headers.part;
+
+    if (ngx_list_init(&sr->headers_in.headers, sr->pool, 8,
+                      sizeof(ngx_table_elt_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    sr->headers_in.content_length = NULL;
+    sr->headers_in.content_type = NULL;
+    sr->headers_in.transfer_encoding = NULL;
+    sr->headers_in.expect = NULL;
+    sr->headers_in.range = NULL;
+    sr->headers_in.if_range = NULL;
+    sr->headers_in.if_match = NULL;
+    sr->headers_in.if_none_match = NULL;
+    sr->headers_in.if_modified_since = NULL;
+    sr->headers_in.if_unmodified_since = NULL;
+#if (NGX_HTTP_GZIP || NGX_HTTP_HEADERS)
+    sr->headers_in.accept_encoding = NULL;
+#endif
+    sr->headers_in.chunked = 0;
+
+    header = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            header = part->elts;
+            i = 0;
+        }
+
+        for (hidden = ngx_http_checkout_hidden_headers; hidden->len; hidden++)
+        {
+            if (header[i].key.len == hidden->len
+                && ngx_strncasecmp(header[i].key.data, hidden->data,
+                                   hidden->len)
+                   == 0)
+            {
+                break;
+            }
+        }
+
+        if (hidden->len) {
+            continue;
+        }
+
+        h = ngx_list_push(&sr->headers_in.headers);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        *h = header[i];
+#if (nginx_version >= 1023000)
+        h->next = NULL;
+#endif
+    }
+
+    h = ngx_list_push(&sr->headers_in.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_str_set(&h->key, "Content-Type");
+    h->value = ngx_http_checkout_json_type;
+    h->lowcase_key = (u_char *) "content-type";
+    h->hash = ngx_hash_key(h->lowcase_key, h->key.len);
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+    sr->headers_in.content_type = h;
+
+    h = ngx_list_push(&sr->headers_in.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_pnalloc(sr->pool, NGX_OFF_T_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_str_set(&h->key, "Content-Length");
+    h->value.data = p;
+    h->value.len = ngx_sprintf(p, "%O", length) - p;
+    h->lowcase_key = (u_char *) "content-length";
+    h->hash = ngx_hash_key(h->lowcase_key, h->key.len);
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+    sr->headers_in.content_length = h;
+    sr->headers_in.content_length_n = length;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The post_subrequest handler only records the step's result and wakes
+ * the checkout: running the checkout from here could touch a request that
+ * nginx is about to free.  It returns NGX_OK whatever the step did, so
+ * that a failed step (even NGX_ERROR from a reply too large for memory)
+ * ends only the subrequest, never the client's request.
+ */
+
+static ngx_int_t
+ngx_http_checkout_step_done(ngx_http_request_t *r, void *data, ngx_int_t rc)
+{
+    ngx_http_checkout_step_t *step = data;
+
+    if (!step->done) {
+        ngx_http_checkout_step_judge(r, step, rc);
+        ngx_http_checkout_step_finish(step);
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_checkout_step_judge(ngx_http_request_t *sr,
+    ngx_http_checkout_step_t *step, ngx_int_t rc)
+{
+    ngx_uint_t  status;
+
+    if (step->cut_off) {
+        step->verdict = NGX_HTTP_CHECKOUT_STEP_TIMEOUT;
+        return;
+    }
+
+    if (rc == NGX_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
+                      "checkout step \"%V\" failed", &step->conf->name);
+        step->verdict = NGX_HTTP_CHECKOUT_STEP_ERROR;
+        return;
+    }
+
+    /* a status nginx generated itself: no service answered */
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
+                      "checkout step \"%V\" got no answer, nginx status %i",
+                      &step->conf->name, rc);
+
+        step->verdict = (rc == NGX_HTTP_GATEWAY_TIME_OUT)
+                        ? NGX_HTTP_CHECKOUT_STEP_TIMEOUT
+                        : NGX_HTTP_CHECKOUT_STEP_ERROR;
+        return;
+    }
+
+    status = sr->headers_out.status;
+    step->status = status;
+
+    if (status >= NGX_HTTP_OK && status < NGX_HTTP_SPECIAL_RESPONSE) {
+        ngx_http_checkout_step_judge_reply(sr, step);
+        return;
+    }
+
+    if (status >= NGX_HTTP_BAD_REQUEST
+        && status < NGX_HTTP_INTERNAL_SERVER_ERROR
+        && status != NGX_HTTP_REQUEST_TIME_OUT
+        && status != NGX_HTTP_TOO_MANY_REQUESTS)
+    {
+        /* the reason of a decline is optional: a bare 4xx still declines */
+
+        if (sr->out
+            && ngx_http_checkout_json_parse(sr->pool, sr->out,
+                                            NGX_HTTP_CHECKOUT_STEP_MAX_DEPTH,
+                                            &step->reply)
+               != NGX_HTTP_CHECKOUT_JSON_OK)
+        {
+            step->reply = NULL;
+        }
+
+        step->verdict = NGX_HTTP_CHECKOUT_STEP_DECLINED;
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
+                  "checkout step \"%V\" answered %ui",
+                  &step->conf->name, status);
+
+    step->verdict = NGX_HTTP_CHECKOUT_STEP_ERROR;
+}
+
+
+static void
+ngx_http_checkout_step_judge_reply(ngx_http_request_t *sr,
+    ngx_http_checkout_step_t *step)
+{
+    ngx_http_checkout_json_t        *v;
+    ngx_http_checkout_json_error_e   err;
+
+    err = NGX_HTTP_CHECKOUT_JSON_MALFORMED;
+
+    if (sr->out) {
+        err = ngx_http_checkout_json_parse(sr->pool, sr->out,
+                                           NGX_HTTP_CHECKOUT_STEP_MAX_DEPTH,
+                                           &step->reply);
+    }
+
+    if (err != NGX_HTTP_CHECKOUT_JSON_OK
+        || step->reply->type != NGX_HTTP_CHECKOUT_JSON_OBJECT)
+    {
+        ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
+                      "checkout step \"%V\" answered %ui without "
+                      "a JSON object", &step->conf->name, step->status);
+
+        step->reply = NULL;
+        step->verdict = NGX_HTTP_CHECKOUT_STEP_ERROR;
+        return;
+    }
+
+    v = ngx_http_checkout_json_get(step->reply, "status");
+
+    if (v
+        && v->type == NGX_HTTP_CHECKOUT_JSON_STRING
+        && v->value.len == sizeof("requires_action") - 1
+        && ngx_strncmp(v->value.data, "requires_action", v->value.len) == 0)
+    {
+        step->verdict = NGX_HTTP_CHECKOUT_STEP_ACTION;
+        return;
+    }
+
+    step->verdict = NGX_HTTP_CHECKOUT_STEP_PASSED;
+}
+
+
+static void
+ngx_http_checkout_step_finish(ngx_http_checkout_step_t *step)
+{
+    ngx_http_request_t  *r;
+
+    step->done = 1;
+    step->duration = ngx_http_checkout_now() - step->start;
+
+    ngx_http_checkout_step_cancel_timer(step->ctx);
+
+    r = step->ctx->request;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "checkout step \"%V\" done, verdict %d",
+                   &step->conf->name, step->verdict);
+
+    (void) ngx_http_post_request(r, NULL);
+}
+
+
+/*
+ * Stock nginx has no call to end a running subrequest early.  The step's
+ * upstream connection gets what nginx's own read timer would give it:
+ * the "timedout" flag and a posted read event.  The upstream module then
+ * logs "upstream timed out", closes the backend connection (it is not
+ * kept alive) and finalizes the subrequest with 504 through its usual
+ * code.  The event is posted, not called, so nothing here runs after the
+ * checkout may have replied and freed the request.  If the subrequest has
+ * no upstream connection to cut, the step is recorded as timed out and
+ * the subrequest is left to finish in the background.
+ */
+
+static void
+ngx_http_checkout_step_deadline(ngx_event_t *ev)
+{
+    ngx_connection_t          *c, *pc;
+    ngx_http_request_t        *r;
+    ngx_http_upstream_t       *u;
+    ngx_http_checkout_ctx_t   *ctx;
+    ngx_http_checkout_step_t  *step;
+
+    r = ev->data;
+    c = r->connection;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_checkout_module);
+    step = &ctx->steps[ctx->current];
+
+    ngx_http_set_log_request(c->log, r);
+
+    if (step->done) {
+        return;
+    }
+
+    u = step->sr->upstream;
+
+    if (!step->cut_off && u && u->peer.connection) {
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                       "checkout step \"%V\" deadline, cutting off",
+                       &step->conf->name);
+
+        step->cut_off = 1;
+
+        pc = u->peer.connection;
+        u->peer.tries = 1;
+        pc->read->timedout = 1;
+        ngx_post_event(pc->read, &ngx_posted_events);
+
+        /* should the upstream not end the subrequest, give up on it */
+
+        ngx_add_timer(&ctx->timer, 1);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, c->log, 0,
+                  "checkout step \"%V\" timed out and is left to finish "
+                  "in the background", &step->conf->name);
+
+    step->cut_off = 1;
+    step->verdict = NGX_HTTP_CHECKOUT_STEP_TIMEOUT;
+
+    ngx_http_checkout_step_finish(step);
+    ngx_http_run_posted_requests(c);
+}
+
+
+void
+ngx_http_checkout_step_cancel_timer(ngx_http_checkout_ctx_t *ctx)
+{
+    if (ctx->timer.timer_set) {
+        ngx_del_timer(&ctx->timer);
+    }
+}
+
+
+/* a client that goes away mid-checkout must leave no timer behind */
+
+static void
+ngx_http_checkout_step_cleanup(void *data)
+{
+    ngx_http_checkout_step_cancel_timer(data);
+}
