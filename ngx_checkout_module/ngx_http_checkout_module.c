@@ -18,6 +18,7 @@ static void *ngx_http_checkout_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_checkout_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static ngx_int_t ngx_http_checkout_preconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_checkout_postconfiguration(ngx_conf_t *cf);
 static char *ngx_http_checkout(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_checkout_step(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -83,7 +84,7 @@ static ngx_command_t  ngx_http_checkout_commands[] = {
 
 static ngx_http_module_t  ngx_http_checkout_module_ctx = {
     ngx_http_checkout_preconfiguration,    /* preconfiguration */
-    NULL,                                  /* postconfiguration */
+    ngx_http_checkout_postconfiguration,   /* postconfiguration */
 
     NULL,                                  /* create main configuration */
     NULL,                                  /* init main configuration */
@@ -200,6 +201,13 @@ static ngx_int_t
 ngx_http_checkout_preconfiguration(ngx_conf_t *cf)
 {
     return ngx_http_checkout_variables_add(cf);
+}
+
+
+static ngx_int_t
+ngx_http_checkout_postconfiguration(ngx_conf_t *cf)
+{
+    return ngx_http_checkout_step_filter_init(cf);
 }
 
 

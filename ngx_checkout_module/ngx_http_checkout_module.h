@@ -121,7 +121,8 @@ typedef struct {
     ngx_http_checkout_ctx_t         *ctx;
     ngx_http_request_t              *sr;
 
-    /* the step's JSON object; for a decline it may be NULL */
+    /* the reply as captured, and as parsed: for a decline it may be NULL */
+    ngx_buf_t                       *body;
     ngx_http_checkout_json_t        *reply;
     ngx_uint_t                       status;
     ngx_http_checkout_verdict_e      verdict;
@@ -134,6 +135,7 @@ typedef struct {
     unsigned                         done:1;
     unsigned                         cut_off:1;
     unsigned                         budget_limited:1;
+    unsigned                         too_large:1;
 } ngx_http_checkout_step_t;
 
 
@@ -168,6 +170,7 @@ ngx_int_t ngx_http_checkout_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_checkout_step_start(ngx_http_request_t *r,
     ngx_http_checkout_ctx_t *ctx, ngx_http_checkout_step_t *step);
 void ngx_http_checkout_step_cancel_timer(ngx_http_checkout_ctx_t *ctx);
+ngx_int_t ngx_http_checkout_step_filter_init(ngx_conf_t *cf);
 
 ngx_int_t ngx_http_checkout_send_reply(ngx_http_request_t *r,
     ngx_http_checkout_ctx_t *ctx);

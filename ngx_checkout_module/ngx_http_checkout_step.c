@@ -21,10 +21,15 @@ static ngx_int_t ngx_http_checkout_step_done(ngx_http_request_t *r,
 static void ngx_http_checkout_step_judge(ngx_http_request_t *sr,
     ngx_http_checkout_step_t *step, ngx_int_t rc);
 static void ngx_http_checkout_step_judge_reply(ngx_http_request_t *sr,
-    ngx_http_checkout_step_t *step);
+    ngx_http_checkout_step_t *step, ngx_chain_t *body);
 static void ngx_http_checkout_step_finish(ngx_http_checkout_step_t *step);
 static void ngx_http_checkout_step_deadline(ngx_event_t *ev);
 static void ngx_http_checkout_step_cleanup(void *data);
+static ngx_int_t ngx_http_checkout_step_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
+
+
+static ngx_http_output_body_filter_pt  ngx_http_next_body_filter;
 
 
 static ngx_str_t  ngx_http_checkout_post_method = ngx_string("POST");
@@ -387,7 +392,11 @@ static void
 ngx_http_checkout_step_judge(ngx_http_request_t *sr,
     ngx_http_checkout_step_t *step, ngx_int_t rc)
 {
-    ngx_uint_t  status;
+    ngx_uint_t   status;
+    ngx_chain_t  body;
+
+    body.buf = step->body;
+    body.next = NULL;
 
     if (step->cut_off) {
         step->verdict = NGX_HTTP_CHECKOUT_STEP_TIMEOUT;
@@ -417,8 +426,15 @@ ngx_http_checkout_step_judge(ngx_http_request_t *sr,
     status = sr->headers_out.status;
     step->status = status;
 
+    if (step->too_large) {
+        ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
+                      "checkout step \"%V\" answered %ui with a body larger "
+                      "than subrequest_output_buffer_size",
+                      &step->conf->name, status);
+    }
+
     if (status >= NGX_HTTP_OK && status < NGX_HTTP_SPECIAL_RESPONSE) {
-        ngx_http_checkout_step_judge_reply(sr, step);
+        ngx_http_checkout_step_judge_reply(sr, step, &body);
         return;
     }
 
@@ -429,8 +445,9 @@ ngx_http_checkout_step_judge(ngx_http_request_t *sr,
     {
         /* the reason of a decline is optional: a bare 4xx still declines */
 
-        if (sr->out
-            && ngx_http_checkout_json_parse(sr->pool, sr->out,
+        if (step->body == NULL
+            || step->too_large
+            || ngx_http_checkout_json_parse(sr->pool, &body,
                                             NGX_HTTP_CHECKOUT_STEP_MAX_DEPTH,
                                             &step->reply)
                != NGX_HTTP_CHECKOUT_JSON_OK)
@@ -452,15 +469,15 @@ ngx_http_checkout_step_judge(ngx_http_request_t *sr,
 
 static void
 ngx_http_checkout_step_judge_reply(ngx_http_request_t *sr,
-    ngx_http_checkout_step_t *step)
+    ngx_http_checkout_step_t *step, ngx_chain_t *body)
 {
     ngx_http_checkout_json_t        *v;
     ngx_http_checkout_json_error_e   err;
 
     err = NGX_HTTP_CHECKOUT_JSON_MALFORMED;
 
-    if (sr->out) {
-        err = ngx_http_checkout_json_parse(sr->pool, sr->out,
+    if (body->buf && !step->too_large) {
+        err = ngx_http_checkout_json_parse(sr->pool, body,
                                            NGX_HTTP_CHECKOUT_STEP_MAX_DEPTH,
                                            &step->reply);
     }
@@ -592,4 +609,75 @@ static void
 ngx_http_checkout_step_cleanup(void *data)
 {
     ngx_http_checkout_step_cancel_timer(data);
+}
+
+
+/*
+ * A step's reply is captured here rather than by the postpone filter's
+ * in-memory path: that path answers a reply larger than its buffer with
+ * NGX_ERROR, which the copy filter turns into an error on the client's
+ * connection.  Here an oversized reply only marks the step.
+ */
+
+ngx_int_t
+ngx_http_checkout_step_filter_init(ngx_conf_t *cf)
+{
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_checkout_step_body_filter;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_checkout_step_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    size_t                     len, size;
+    ngx_buf_t                 *b;
+    ngx_chain_t               *cl;
+    ngx_http_core_loc_conf_t  *clcf;
+    ngx_http_checkout_step_t  *step;
+
+    /* the post_subrequest handler marks a step even after a redirect */
+
+    if (r == r->main
+        || r->post_subrequest == NULL
+        || r->post_subrequest->handler != ngx_http_checkout_step_done)
+    {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    step = r->post_subrequest->data;
+
+    if (step->body == NULL) {
+        clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+        size = clcf->subrequest_output_buffer_size;
+
+        if (r->headers_out.content_length_n > (off_t) size) {
+            step->too_large = 1;
+        }
+
+        step->body = ngx_create_temp_buf(r->pool, size);
+        if (step->body == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    b = step->body;
+
+    for (cl = in; cl; cl = cl->next) {
+        len = cl->buf->last - cl->buf->pos;
+
+        if (len > (size_t) (b->end - b->last)) {
+            step->too_large = 1;
+        }
+
+        if (!step->too_large) {
+            b->last = ngx_cpymem(b->last, cl->buf->pos, len);
+        }
+
+        cl->buf->pos = cl->buf->last;
+    }
+
+    return NGX_OK;
 }
