@@ -23,6 +23,8 @@ static char *ngx_http_checkout(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_checkout_step(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static void ngx_http_checkout_conf_position(ngx_conf_t *cf,
+    ngx_http_checkout_loc_conf_t *cklcf);
 static ngx_int_t ngx_http_checkout_step_name_valid(ngx_str_t *name);
 static char *ngx_http_checkout_step_param(ngx_conf_t *cf, ngx_str_t *value,
     char *name, ngx_uint_t *pending);
@@ -152,10 +154,14 @@ ngx_http_checkout_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
     ngx_conf_merge_msec_value(conf->timeout, prev->timeout, 2000);
-    ngx_conf_merge_size_value(conf->max_body_size, prev->max_body_size,
-                              clcf->client_body_buffer_size);
     ngx_conf_merge_uint_value(conf->max_depth, prev->max_depth, 16);
     ngx_conf_merge_sec_value(conf->retry_after, prev->retry_after, 5);
+
+    /* unset until a checkout location: its default is that location's */
+
+    if (conf->max_body_size == NGX_CONF_UNSET_SIZE) {
+        conf->max_body_size = prev->max_body_size;
+    }
 
     if (conf->retry_after < 1) {
         conf->retry_after = 1;
@@ -164,9 +170,9 @@ ngx_http_checkout_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     /* "checkout" and its steps belong to one location, never inherited */
 
     if (conf->steps && !conf->enable) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"checkout_step\" is set in a location "
-                           "without \"checkout\"");
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"checkout_step\" is set in a location without "
+                      "\"checkout\" in %s:%ui", conf->file, conf->line);
         return NGX_CONF_ERROR;
     }
 
@@ -179,6 +185,10 @@ ngx_http_checkout_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                       "\"checkout\" has no \"checkout_step\" in %s:%ui",
                       conf->file, conf->line);
         return NGX_CONF_ERROR;
+    }
+
+    if (conf->max_body_size == NGX_CONF_UNSET_SIZE) {
+        conf->max_body_size = clcf->client_body_buffer_size;
     }
 
     /* the body is parsed in memory, so it must fit nginx's body buffer */
@@ -223,8 +233,7 @@ ngx_http_checkout(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     cklcf->enable = 1;
-    cklcf->file = cf->conf_file->file.name.data;
-    cklcf->line = cf->conf_file->line;
+    ngx_http_checkout_conf_position(cf, cklcf);
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_checkout_handler;
@@ -262,6 +271,8 @@ ngx_http_checkout_step(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     if (cklcf->steps == NULL) {
+        ngx_http_checkout_conf_position(cf, cklcf);
+
         cklcf->steps = ngx_array_create(cf->pool, 4,
                                         sizeof(ngx_http_checkout_step_conf_t));
         if (cklcf->steps == NULL) {
@@ -342,6 +353,22 @@ ngx_http_checkout_step(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * Merge-time errors are found after the whole file is read; they name
+ * where the location's "checkout", or else its first step, was written.
+ */
+
+static void
+ngx_http_checkout_conf_position(ngx_conf_t *cf,
+    ngx_http_checkout_loc_conf_t *cklcf)
+{
+    if (cklcf->file == NULL || cklcf->enable) {
+        cklcf->file = cf->conf_file->file.name.data;
+        cklcf->line = cf->conf_file->line;
+    }
 }
 
 

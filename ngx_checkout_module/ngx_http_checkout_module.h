@@ -108,7 +108,7 @@ typedef struct {
     ngx_uint_t                       max_depth;
     time_t                           retry_after;
 
-    /* where "checkout" was written, for errors found at merge time */
+    /* where "checkout" (or a step) was written, for merge-time errors */
     u_char                          *file;
     ngx_uint_t                       line;
 } ngx_http_checkout_loc_conf_t;
