@@ -188,13 +188,15 @@ ngx_http_checkout_begin(ngx_http_request_t *r, ngx_http_checkout_ctx_t *ctx)
 
     ngx_http_checkout_idempotency_key(r, &ctx->idempotency_key);
 
-    ctx->nsteps = ctx->conf->steps->nelts;
-    ctx->steps = ngx_pcalloc(r->pool,
-                             ctx->nsteps * sizeof(ngx_http_checkout_step_t));
-    if (ctx->steps == NULL) {
+    ctx->steps = ngx_pcalloc(r->pool, ctx->conf->steps->nelts
+                                      * sizeof(ngx_http_checkout_step_t));
+    if (ctx->steps == NULL
+        || ngx_http_checkout_step_init(r, ctx) != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    ctx->nsteps = ctx->conf->steps->nelts;
     conf = ctx->conf->steps->elts;
 
     for (i = 0; i < ctx->nsteps; i++) {
@@ -307,15 +309,16 @@ ngx_http_checkout_create_id(ngx_http_request_t *r, ngx_str_t *id)
     u_char      *p, *last, rnd[64];
     ssize_t      n, i;
 
-    id->len = NGX_HTTP_CHECKOUT_ID_LEN;
-    id->data = ngx_pnalloc(r->pool, id->len);
+    /* id->len is set last: $checkout_id must not see a half-made id */
+
+    id->data = ngx_pnalloc(r->pool, NGX_HTTP_CHECKOUT_ID_LEN);
     if (id->data == NULL) {
         return NGX_ERROR;
     }
 
     p = ngx_cpymem(id->data, NGX_HTTP_CHECKOUT_ID_PREFIX,
                    sizeof(NGX_HTTP_CHECKOUT_ID_PREFIX) - 1);
-    last = id->data + id->len;
+    last = id->data + NGX_HTTP_CHECKOUT_ID_LEN;
 
     while (p < last) {
         n = getrandom(rnd, sizeof(rnd), 0);
@@ -334,6 +337,8 @@ ngx_http_checkout_create_id(ngx_http_request_t *r, ngx_str_t *id)
             }
         }
     }
+
+    id->len = NGX_HTTP_CHECKOUT_ID_LEN;
 
     return NGX_OK;
 }
@@ -456,6 +461,11 @@ ngx_http_checkout_advance(ngx_http_request_t *r, ngx_http_checkout_ctx_t *ctx)
 }
 
 
+/*
+ * pending_review is said only where the service may have acted on the
+ * request: a request that never left nginx has certainly failed.
+ */
+
 static void
 ngx_http_checkout_decide(ngx_http_checkout_ctx_t *ctx,
     ngx_http_checkout_step_t *step)
@@ -480,7 +490,7 @@ ngx_http_checkout_decide(ngx_http_checkout_ctx_t *ctx,
         return;
 
     case NGX_HTTP_CHECKOUT_STEP_TIMEOUT:
-        if (step->conf->timeout_pending) {
+        if (step->conf->timeout_pending && !step->unsent) {
             ctx->outcome = NGX_HTTP_CHECKOUT_PENDING_REVIEW;
             ctx->status = NGX_HTTP_ACCEPTED;
             return;
@@ -488,7 +498,9 @@ ngx_http_checkout_decide(ngx_http_checkout_ctx_t *ctx,
 
         ctx->outcome = NGX_HTTP_CHECKOUT_FAILED;
 
-        if (step->budget_limited) {
+        /* nginx's own proxy_read_timeout is the step's, not the budget's */
+
+        if (step->cut_off && step->budget_limited) {
             ctx->budget_exhausted = 1;
             ctx->status = NGX_HTTP_GATEWAY_TIME_OUT;
 
@@ -499,7 +511,7 @@ ngx_http_checkout_decide(ngx_http_checkout_ctx_t *ctx,
         return;
 
     default: /* NGX_HTTP_CHECKOUT_STEP_ERROR */
-        if (step->conf->error_pending) {
+        if (step->conf->error_pending && !step->unsent) {
             ctx->outcome = NGX_HTTP_CHECKOUT_PENDING_REVIEW;
             ctx->status = NGX_HTTP_ACCEPTED;
             return;

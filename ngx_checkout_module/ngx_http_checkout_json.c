@@ -35,6 +35,8 @@ static void *ngx_http_checkout_json_malloc(void *ctx, size_t size);
 static void *ngx_http_checkout_json_realloc(void *ctx, void *ptr,
     size_t size);
 static void ngx_http_checkout_json_free(void *ctx, void *ptr);
+static void ngx_http_checkout_json_funcs(yajl_alloc_funcs *funcs,
+    ngx_pool_t *pool);
 static ngx_int_t ngx_http_checkout_utf8_feed(ngx_http_checkout_utf8_t *u,
     u_char *p, u_char *last);
 static ngx_http_checkout_json_t *ngx_http_checkout_json_add(
@@ -119,6 +121,16 @@ ngx_http_checkout_json_free(void *ctx, void *ptr)
     if (ptr != NULL) {
         (void) ngx_pfree(ctx, (size_t *) ptr - 1);
     }
+}
+
+
+static void
+ngx_http_checkout_json_funcs(yajl_alloc_funcs *funcs, ngx_pool_t *pool)
+{
+    funcs->malloc = ngx_http_checkout_json_malloc;
+    funcs->realloc = ngx_http_checkout_json_realloc;
+    funcs->free = ngx_http_checkout_json_free;
+    funcs->ctx = pool;
 }
 
 
@@ -215,10 +227,7 @@ ngx_http_checkout_json_parse(ngx_pool_t *pool, ngx_chain_t *in,
     jp.pool = pool;
     jp.max_depth = max_depth;
 
-    funcs.malloc = ngx_http_checkout_json_malloc;
-    funcs.realloc = ngx_http_checkout_json_realloc;
-    funcs.free = ngx_http_checkout_json_free;
-    funcs.ctx = pool;
+    ngx_http_checkout_json_funcs(&funcs, pool);
 
     h = yajl_alloc(&ngx_http_checkout_json_callbacks, &funcs, &jp);
     if (h == NULL) {
@@ -440,10 +449,7 @@ ngx_http_checkout_json_writer_init(ngx_http_checkout_json_writer_t *w,
 {
     yajl_alloc_funcs  funcs;
 
-    funcs.malloc = ngx_http_checkout_json_malloc;
-    funcs.realloc = ngx_http_checkout_json_realloc;
-    funcs.free = ngx_http_checkout_json_free;
-    funcs.ctx = pool;
+    ngx_http_checkout_json_funcs(&funcs, pool);
 
     w->failed = 0;
     w->gen = yajl_gen_alloc(&funcs);

@@ -30,10 +30,15 @@ static char *ngx_http_checkout_step_param(ngx_conf_t *cf, ngx_str_t *value,
     char *name, ngx_uint_t *pending);
 static char *ngx_http_checkout_max_depth_check(ngx_conf_t *cf, void *post,
     void *data);
+static char *ngx_http_checkout_timeout_check(ngx_conf_t *cf, void *post,
+    void *data);
 
 
 static ngx_conf_post_handler_pt  ngx_http_checkout_max_depth_post =
     ngx_http_checkout_max_depth_check;
+
+static ngx_conf_post_handler_pt  ngx_http_checkout_timeout_post =
+    ngx_http_checkout_timeout_check;
 
 
 static ngx_command_t  ngx_http_checkout_commands[] = {
@@ -57,7 +62,7 @@ static ngx_command_t  ngx_http_checkout_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_checkout_loc_conf_t, timeout),
-      NULL },
+      &ngx_http_checkout_timeout_post },
 
     { ngx_string("checkout_max_body_size"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -248,6 +253,7 @@ ngx_http_checkout_step(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_checkout_loc_conf_t *cklcf = conf;
 
     char                           *rv;
+    u_char                         *p;
     ngx_str_t                      *value, s;
     ngx_uint_t                      i, pending;
     ngx_http_checkout_step_conf_t  *step, *other;
@@ -304,6 +310,14 @@ ngx_http_checkout_step(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     step->name = value[1];
     step->uri = value[2];
     step->timeout = NGX_CONF_UNSET_MSEC;
+
+    p = ngx_strlchr(step->uri.data, step->uri.data + step->uri.len, '?');
+
+    if (p) {
+        step->args.data = p + 1;
+        step->args.len = step->uri.data + step->uri.len - p - 1;
+        step->uri.len = p - step->uri.data;
+    }
 
     for (i = 3; i < cf->args->nelts; i++) {
 
@@ -441,6 +455,21 @@ ngx_http_checkout_max_depth_check(ngx_conf_t *cf, void *post, void *data)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"checkout_max_depth\" must be between 1 and %d",
                            NGX_HTTP_CHECKOUT_MAX_DEPTH_LIMIT);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_checkout_timeout_check(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_msec_t  *timeout = data;
+
+    if (*timeout == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"checkout_timeout\" must be more than 0");
         return NGX_CONF_ERROR;
     }
 

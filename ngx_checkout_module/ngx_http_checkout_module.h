@@ -94,6 +94,7 @@ typedef enum {
 typedef struct {
     ngx_str_t                        name;
     ngx_str_t                        uri;
+    ngx_str_t                        args;
     ngx_msec_t                       timeout;
     unsigned                         timeout_pending:1;
     unsigned                         error_pending:1;
@@ -135,6 +136,7 @@ typedef struct {
     unsigned                         done:1;
     unsigned                         cut_off:1;
     unsigned                         budget_limited:1;
+    unsigned                         unsent:1;
     unsigned                         too_large:1;
 } ngx_http_checkout_step_t;
 
@@ -167,9 +169,10 @@ struct ngx_http_checkout_ctx_s {
 
 ngx_int_t ngx_http_checkout_handler(ngx_http_request_t *r);
 
+ngx_int_t ngx_http_checkout_step_init(ngx_http_request_t *r,
+    ngx_http_checkout_ctx_t *ctx);
 ngx_int_t ngx_http_checkout_step_start(ngx_http_request_t *r,
     ngx_http_checkout_ctx_t *ctx, ngx_http_checkout_step_t *step);
-void ngx_http_checkout_step_cancel_timer(ngx_http_checkout_ctx_t *ctx);
 ngx_int_t ngx_http_checkout_step_filter_init(ngx_conf_t *cf);
 
 ngx_int_t ngx_http_checkout_send_reply(ngx_http_request_t *r,

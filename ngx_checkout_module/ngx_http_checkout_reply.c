@@ -273,19 +273,26 @@ ngx_http_checkout_reply_message(ngx_http_checkout_json_writer_t *w,
 }
 
 
+/* r->uri is decoded: escaped again, it cannot split a header */
+
 static ngx_int_t
 ngx_http_checkout_status_url(ngx_http_request_t *r,
     ngx_http_checkout_ctx_t *ctx, ngx_str_t *url)
 {
-    u_char  *p;
+    u_char     *p;
+    uintptr_t   escape;
 
-    url->len = r->uri.len + 1 + ctx->id.len;
+    escape = 2 * ngx_escape_uri(NULL, r->uri.data, r->uri.len,
+                                NGX_ESCAPE_URI);
+
+    url->len = r->uri.len + escape + 1 + ctx->id.len;
     url->data = ngx_pnalloc(r->pool, url->len);
     if (url->data == NULL) {
         return NGX_ERROR;
     }
 
-    p = ngx_cpymem(url->data, r->uri.data, r->uri.len);
+    p = (u_char *) ngx_escape_uri(url->data, r->uri.data, r->uri.len,
+                                  NGX_ESCAPE_URI);
     *p++ = '/';
     ngx_memcpy(p, ctx->id.data, ctx->id.len);
 

@@ -14,8 +14,10 @@
 static ngx_int_t ngx_http_checkout_step_body(ngx_http_request_t *r,
     ngx_http_checkout_ctx_t *ctx, ngx_http_checkout_step_t *step,
     ngx_http_request_body_t **body);
-static ngx_int_t ngx_http_checkout_step_headers(ngx_http_request_t *sr,
-    off_t length);
+static ngx_int_t ngx_http_checkout_step_headers(ngx_http_request_t *r,
+    ngx_http_headers_in_t *headers_in, off_t length);
+static ngx_table_elt_t *ngx_http_checkout_step_header(ngx_list_t *headers,
+    char *name, char *lowcase_name, ngx_str_t *value);
 static ngx_int_t ngx_http_checkout_step_done(ngx_http_request_t *r,
     void *data, ngx_int_t rc);
 static void ngx_http_checkout_step_judge(ngx_http_request_t *sr,
@@ -45,6 +47,10 @@ static ngx_str_t  ngx_http_checkout_json_type =
 static ngx_str_t  ngx_http_checkout_hidden_headers[] = {
     ngx_string("content-length"),
     ngx_string("content-type"),
+    ngx_string("content-encoding"),
+    ngx_string("content-digest"),
+    ngx_string("repr-digest"),
+    ngx_string("digest"),
     ngx_string("transfer-encoding"),
     ngx_string("expect"),
     ngx_string("accept-encoding"),
@@ -58,16 +64,43 @@ static ngx_str_t  ngx_http_checkout_hidden_headers[] = {
 };
 
 
+/* the deadline timer and, should the client go away, its removal */
+
+ngx_int_t
+ngx_http_checkout_step_init(ngx_http_request_t *r,
+    ngx_http_checkout_ctx_t *ctx)
+{
+    ngx_pool_cleanup_t  *cln;
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_http_checkout_step_cleanup;
+    cln->data = ctx;
+
+    ctx->timer.handler = ngx_http_checkout_step_deadline;
+    ctx->timer.data = ctx;
+    ctx->timer.log = r->connection->log;
+
+    return NGX_OK;
+}
+
+
 /*
  * Steps are background in-memory subrequests.  Background, because the
  * checkout must be able to answer at a deadline while a step is still
  * running: a regular subrequest holds the parent's output until it ends.
- * When the deadline passes, the step's upstream connection is handed
- * nginx's own read timeout (see ngx_http_checkout_step_deadline), so the
- * backend connection is closed and the subrequest ends through the
- * upstream module's normal path; the client's connection is then free at
- * once.  A step that is not proxied cannot be cut off that way: the reply
- * still goes out at the deadline, the subrequest finishes on its own.
+ * At the deadline the step's upstream request is ended the way nginx ends
+ * it for a client that is gone (see ngx_http_checkout_step_deadline), so
+ * the backend connection is closed and the client's connection is free at
+ * once.  Measured on Debian's nginx 1.22.1: a 10 s backend behind a 200 ms
+ * step is answered in 0.20 s and the next request on the same keepalive
+ * connection at once; background subrequests alone answer in time but
+ * hold the connection for the 10 s.  A step that is not proxied cannot be
+ * cut off: the reply still goes out at the deadline, and the subrequest
+ * finishes on its own.
  */
 
 ngx_int_t
@@ -75,24 +108,10 @@ ngx_http_checkout_step_start(ngx_http_request_t *r,
     ngx_http_checkout_ctx_t *ctx, ngx_http_checkout_step_t *step)
 {
     ngx_msec_t                   budget;
-    ngx_pool_cleanup_t          *cln;
     ngx_http_request_t          *sr;
+    ngx_http_headers_in_t        headers_in;
     ngx_http_request_body_t     *body;
     ngx_http_post_subrequest_t  *ps;
-
-    if (ctx->timer.handler == NULL) {
-        cln = ngx_pool_cleanup_add(r->pool, 0);
-        if (cln == NULL) {
-            return NGX_ERROR;
-        }
-
-        cln->handler = ngx_http_checkout_step_cleanup;
-        cln->data = ctx;
-
-        ctx->timer.handler = ngx_http_checkout_step_deadline;
-        ctx->timer.data = r;
-        ctx->timer.log = r->connection->log;
-    }
 
     step->start = ngx_http_checkout_now();
 
@@ -115,7 +134,13 @@ ngx_http_checkout_step_start(ngx_http_request_t *r,
 
     step->budget = budget;
 
-    if (ngx_http_checkout_step_body(r, ctx, step, &body) != NGX_OK) {
+    /* all that can fail is done before the subrequest exists */
+
+    if (ngx_http_checkout_step_body(r, ctx, step, &body) != NGX_OK
+        || ngx_http_checkout_step_headers(r, &headers_in,
+                                          body->buf->last - body->buf->pos)
+           != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
@@ -127,7 +152,7 @@ ngx_http_checkout_step_start(ngx_http_request_t *r,
     ps->handler = ngx_http_checkout_step_done;
     ps->data = step;
 
-    if (ngx_http_subrequest(r, &step->conf->uri, NULL, &sr, ps,
+    if (ngx_http_subrequest(r, &step->conf->uri, &step->conf->args, &sr, ps,
                             NGX_HTTP_SUBREQUEST_IN_MEMORY
                             |NGX_HTTP_SUBREQUEST_BACKGROUND)
         != NGX_OK)
@@ -138,12 +163,7 @@ ngx_http_checkout_step_start(ngx_http_request_t *r,
     sr->method = NGX_HTTP_POST;
     sr->method_name = ngx_http_checkout_post_method;
     sr->request_body = body;
-
-    if (ngx_http_checkout_step_headers(sr, body->buf->last - body->buf->pos)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
+    sr->headers_in = headers_in;
 
     step->sr = sr;
     step->started = 1;
@@ -248,45 +268,43 @@ ngx_http_checkout_step_body(ngx_http_request_t *r,
 
 
 /*
- * The subrequest starts with a copy of the client's headers_in; it gets
- * its own list, without the headers that describe the client's body.
+ * A subrequest starts with a copy of the client's headers_in; a step's
+ * copy gets its own list, without the headers that describe the client's
+ * body, and with its own Content-Type and Content-Length.
  */
 
 static ngx_int_t
-ngx_http_checkout_step_headers(ngx_http_request_t *sr, off_t length)
+ngx_http_checkout_step_headers(ngx_http_request_t *r,
+    ngx_http_headers_in_t *headers_in, off_t length)
 {
-    u_char            *p;
-    ngx_str_t         *hidden;
+    ngx_str_t         *hidden, value;
     ngx_uint_t         i;
     ngx_list_part_t   *part;
     ngx_table_elt_t   *h, *header;
-    ngx_http_request_t  *r;
 
-    r = sr->parent;
-    part = &r->headers_in.headers.part;
+    *headers_in = r->headers_in;
 
-    if (ngx_list_init(&sr->headers_in.headers, sr->pool, 8,
+    if (ngx_list_init(&headers_in->headers, r->pool, 8,
                       sizeof(ngx_table_elt_t))
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    sr->headers_in.content_length = NULL;
-    sr->headers_in.content_type = NULL;
-    sr->headers_in.transfer_encoding = NULL;
-    sr->headers_in.expect = NULL;
-    sr->headers_in.range = NULL;
-    sr->headers_in.if_range = NULL;
-    sr->headers_in.if_match = NULL;
-    sr->headers_in.if_none_match = NULL;
-    sr->headers_in.if_modified_since = NULL;
-    sr->headers_in.if_unmodified_since = NULL;
+    headers_in->transfer_encoding = NULL;
+    headers_in->expect = NULL;
+    headers_in->range = NULL;
+    headers_in->if_range = NULL;
+    headers_in->if_match = NULL;
+    headers_in->if_none_match = NULL;
+    headers_in->if_modified_since = NULL;
+    headers_in->if_unmodified_since = NULL;
 #if (NGX_HTTP_GZIP || NGX_HTTP_HEADERS)
-    sr->headers_in.accept_encoding = NULL;
+    headers_in->accept_encoding = NULL;
 #endif
-    sr->headers_in.chunked = 0;
+    headers_in->chunked = 0;
 
+    part = &r->headers_in.headers.part;
     header = part->elts;
 
     for (i = 0; /* void */ ; i++) {
@@ -316,7 +334,7 @@ ngx_http_checkout_step_headers(ngx_http_request_t *sr, off_t length)
             continue;
         }
 
-        h = ngx_list_push(&sr->headers_in.headers);
+        h = ngx_list_push(&headers_in->headers);
         if (h == NULL) {
             return NGX_ERROR;
         }
@@ -327,42 +345,54 @@ ngx_http_checkout_step_headers(ngx_http_request_t *sr, off_t length)
 #endif
     }
 
-    h = ngx_list_push(&sr->headers_in.headers);
-    if (h == NULL) {
+    headers_in->content_type =
+        ngx_http_checkout_step_header(&headers_in->headers, "Content-Type",
+                                      "content-type",
+                                      &ngx_http_checkout_json_type);
+
+    value.data = ngx_pnalloc(r->pool, NGX_OFF_T_LEN);
+    if (value.data == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_str_set(&h->key, "Content-Type");
-    h->value = ngx_http_checkout_json_type;
-    h->lowcase_key = (u_char *) "content-type";
-    h->hash = ngx_hash_key(h->lowcase_key, h->key.len);
-#if (nginx_version >= 1023000)
-    h->next = NULL;
-#endif
-    sr->headers_in.content_type = h;
+    value.len = ngx_sprintf(value.data, "%O", length) - value.data;
 
-    h = ngx_list_push(&sr->headers_in.headers);
-    if (h == NULL) {
+    headers_in->content_length =
+        ngx_http_checkout_step_header(&headers_in->headers, "Content-Length",
+                                      "content-length", &value);
+    headers_in->content_length_n = length;
+
+    if (headers_in->content_type == NULL
+        || headers_in->content_length == NULL)
+    {
         return NGX_ERROR;
     }
-
-    p = ngx_pnalloc(sr->pool, NGX_OFF_T_LEN);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_str_set(&h->key, "Content-Length");
-    h->value.data = p;
-    h->value.len = ngx_sprintf(p, "%O", length) - p;
-    h->lowcase_key = (u_char *) "content-length";
-    h->hash = ngx_hash_key(h->lowcase_key, h->key.len);
-#if (nginx_version >= 1023000)
-    h->next = NULL;
-#endif
-    sr->headers_in.content_length = h;
-    sr->headers_in.content_length_n = length;
 
     return NGX_OK;
+}
+
+
+static ngx_table_elt_t *
+ngx_http_checkout_step_header(ngx_list_t *headers, char *name,
+    char *lowcase_name, ngx_str_t *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(headers);
+    if (h == NULL) {
+        return NULL;
+    }
+
+    h->key.data = (u_char *) name;
+    h->key.len = ngx_strlen(name);
+    h->value = *value;
+    h->lowcase_key = (u_char *) lowcase_name;
+    h->hash = ngx_hash_key(h->lowcase_key, h->key.len);
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+
+    return h;
 }
 
 
@@ -370,8 +400,7 @@ ngx_http_checkout_step_headers(ngx_http_request_t *sr, off_t length)
  * The post_subrequest handler only records the step's result and wakes
  * the checkout: running the checkout from here could touch a request that
  * nginx is about to free.  It returns NGX_OK whatever the step did, so
- * that a failed step (even NGX_ERROR from a reply too large for memory)
- * ends only the subrequest, never the client's request.
+ * that a failed step ends only the subrequest, never the client's request.
  */
 
 static ngx_int_t
@@ -379,10 +408,18 @@ ngx_http_checkout_step_done(ngx_http_request_t *r, void *data, ngx_int_t rc)
 {
     ngx_http_checkout_step_t *step = data;
 
-    if (!step->done) {
-        ngx_http_checkout_step_judge(r, step, rc);
-        ngx_http_checkout_step_finish(step);
+    if (step->done) {
+        return NGX_OK;
     }
+
+    /* the reply is still on its way, e.g. read from a temporary file */
+
+    if (rc == NGX_AGAIN || (rc == NGX_OK && r->buffered)) {
+        return rc;
+    }
+
+    ngx_http_checkout_step_judge(r, step, rc);
+    ngx_http_checkout_step_finish(step);
 
     return NGX_OK;
 }
@@ -395,13 +432,9 @@ ngx_http_checkout_step_judge(ngx_http_request_t *sr,
     ngx_uint_t   status;
     ngx_chain_t  body;
 
-    body.buf = step->body;
-    body.next = NULL;
+    /* a request that never left nginx cannot have had an effect */
 
-    if (step->cut_off) {
-        step->verdict = NGX_HTTP_CHECKOUT_STEP_TIMEOUT;
-        return;
-    }
+    step->unsent = (sr->upstream && !sr->upstream->request_sent);
 
     if (rc == NGX_ERROR) {
         ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
@@ -431,7 +464,12 @@ ngx_http_checkout_step_judge(ngx_http_request_t *sr,
                       "checkout step \"%V\" answered %ui with a body larger "
                       "than subrequest_output_buffer_size",
                       &step->conf->name, status);
+        step->verdict = NGX_HTTP_CHECKOUT_STEP_ERROR;
+        return;
     }
+
+    body.buf = step->body;
+    body.next = NULL;
 
     if (status >= NGX_HTTP_OK && status < NGX_HTTP_SPECIAL_RESPONSE) {
         ngx_http_checkout_step_judge_reply(sr, step, &body);
@@ -446,7 +484,6 @@ ngx_http_checkout_step_judge(ngx_http_request_t *sr,
         /* the reason of a decline is optional: a bare 4xx still declines */
 
         if (step->body == NULL
-            || step->too_large
             || ngx_http_checkout_json_parse(sr->pool, &body,
                                             NGX_HTTP_CHECKOUT_STEP_MAX_DEPTH,
                                             &step->reply)
@@ -476,7 +513,7 @@ ngx_http_checkout_step_judge_reply(ngx_http_request_t *sr,
 
     err = NGX_HTTP_CHECKOUT_JSON_MALFORMED;
 
-    if (body->buf && !step->too_large) {
+    if (body->buf) {
         err = ngx_http_checkout_json_parse(sr->pool, body,
                                            NGX_HTTP_CHECKOUT_STEP_MAX_DEPTH,
                                            &step->reply);
@@ -512,94 +549,79 @@ ngx_http_checkout_step_judge_reply(ngx_http_request_t *sr,
 static void
 ngx_http_checkout_step_finish(ngx_http_checkout_step_t *step)
 {
-    ngx_http_request_t  *r;
+    ngx_http_request_t       *r;
+    ngx_http_checkout_ctx_t  *ctx;
+
+    ctx = step->ctx;
+    r = ctx->request;
 
     step->done = 1;
     step->duration = ngx_http_checkout_now() - step->start;
 
-    ngx_http_checkout_step_cancel_timer(step->ctx);
-
-    r = step->ctx->request;
+    if (ctx->timer.timer_set) {
+        ngx_del_timer(&ctx->timer);
+    }
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "checkout step \"%V\" done, verdict %d",
                    &step->conf->name, step->verdict);
 
-    (void) ngx_http_post_request(r, NULL);
+    if (ngx_http_post_request(r, NULL) != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_ERROR);
+    }
 }
 
 
 /*
  * Stock nginx has no call to end a running subrequest early.  The step's
- * upstream connection gets what nginx's own read timer would give it:
- * the "timedout" flag and a posted read event.  The upstream module then
- * logs "upstream timed out", closes the backend connection (it is not
- * kept alive) and finalizes the subrequest with 504 through its usual
- * code.  The event is posted, not called, so nothing here runs after the
- * checkout may have replied and freed the request.  If the subrequest has
- * no upstream connection to cut, the step is recorded as timed out and
- * the subrequest is left to finish in the background.
+ * upstream request is ended by its own cleanup handler, as nginx ends
+ * every upstream request of a client that went away: it stops a resolver
+ * query, closes the backend connection (not kept alive, and without
+ * counting a failure against the peer) and releases the subrequest with
+ * NGX_DONE, which does not call the post_subrequest handler.  The step's
+ * result is then recorded here.  A subrequest without an upstream request
+ * to end, or in the middle of an aio read, is left to finish in the
+ * background.
  */
 
 static void
 ngx_http_checkout_step_deadline(ngx_event_t *ev)
 {
-    ngx_connection_t          *c, *pc;
-    ngx_http_request_t        *r;
+    ngx_connection_t          *c;
+    ngx_http_request_t        *sr;
     ngx_http_upstream_t       *u;
     ngx_http_checkout_ctx_t   *ctx;
     ngx_http_checkout_step_t  *step;
 
-    r = ev->data;
-    c = r->connection;
-    ctx = ngx_http_get_module_ctx(r, ngx_http_checkout_module);
+    ctx = ev->data;
     step = &ctx->steps[ctx->current];
+    sr = step->sr;
+    u = sr->upstream;
+    c = ctx->request->connection;
 
-    ngx_http_set_log_request(c->log, r);
+    ngx_http_set_log_request(c->log, ctx->request);
 
-    if (step->done) {
-        return;
-    }
-
-    u = step->sr->upstream;
-
-    if (!step->cut_off && u && u->peer.connection) {
-
-        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
-                       "checkout step \"%V\" deadline, cutting off",
-                       &step->conf->name);
-
-        step->cut_off = 1;
-
-        pc = u->peer.connection;
-        u->peer.tries = 1;
-        pc->read->timedout = 1;
-        ngx_post_event(pc->read, &ngx_posted_events);
-
-        /* should the upstream not end the subrequest, give up on it */
-
-        ngx_add_timer(&ctx->timer, 1);
-        return;
-    }
-
-    ngx_log_error(NGX_LOG_WARN, c->log, 0,
-                  "checkout step \"%V\" timed out and is left to finish "
-                  "in the background", &step->conf->name);
-
-    step->cut_off = 1;
     step->verdict = NGX_HTTP_CHECKOUT_STEP_TIMEOUT;
+    step->cut_off = 1;
+
+    /* during an aio read the reply is already here: let it finish */
+
+    if (u && u->cleanup && !sr->aio) {
+        ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                      "checkout step \"%V\": upstream timed out after %M ms, "
+                      "request cut off", &step->conf->name, step->budget);
+
+        step->unsent = !u->request_sent;
+        (*u->cleanup)(sr);
+
+    } else {
+        ngx_log_error(NGX_LOG_WARN, c->log, 0,
+                      "checkout step \"%V\" timed out and is left to finish "
+                      "in the background", &step->conf->name);
+    }
 
     ngx_http_checkout_step_finish(step);
     ngx_http_run_posted_requests(c);
-}
-
-
-void
-ngx_http_checkout_step_cancel_timer(ngx_http_checkout_ctx_t *ctx)
-{
-    if (ctx->timer.timer_set) {
-        ngx_del_timer(&ctx->timer);
-    }
 }
 
 
@@ -608,7 +630,11 @@ ngx_http_checkout_step_cancel_timer(ngx_http_checkout_ctx_t *ctx)
 static void
 ngx_http_checkout_step_cleanup(void *data)
 {
-    ngx_http_checkout_step_cancel_timer(data);
+    ngx_http_checkout_ctx_t  *ctx = data;
+
+    if (ctx->timer.timer_set) {
+        ngx_del_timer(&ctx->timer);
+    }
 }
 
 
@@ -616,7 +642,8 @@ ngx_http_checkout_step_cleanup(void *data)
  * A step's reply is captured here rather than by the postpone filter's
  * in-memory path: that path answers a reply larger than its buffer with
  * NGX_ERROR, which the copy filter turns into an error on the client's
- * connection.  Here an oversized reply only marks the step.
+ * connection.  Here an oversized reply only marks the step.  The buffers
+ * are marked consumed, so the upstream module can reuse them.
  */
 
 ngx_int_t

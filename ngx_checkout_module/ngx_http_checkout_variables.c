@@ -93,7 +93,7 @@ ngx_http_checkout_variable_outcome(ngx_http_request_t *r,
     }
 
     ngx_http_checkout_variable_set(v,
-                                   ngx_http_checkout_outcome_name(ctx->outcome));
+                                ngx_http_checkout_outcome_name(ctx->outcome));
 
     return NGX_OK;
 }

@@ -230,7 +230,7 @@ step-was-called
 
 
 
-=== TEST 7: pending_review on a connect error with on_error=pending
+=== TEST 7: a connect error is failed even with on_error=pending: the request never reached the service
 --- config
     location = /checkout {
         checkout;
@@ -242,13 +242,15 @@ step-was-called
 POST /checkout
 {"customerId":"cus_1"}
 --- timeout: 1
---- error_code: 202
+--- error_code: 503
 --- response_headers
 Retry-After: 5
 --- checkout_json
-status: "pending_review"
+status: "failed"
 step: "authorize"
-nextCheckAfterSeconds: 5
+reason: "unavailable"
+retryable: true
+nextCheckAfterSeconds !
 --- error_log
 Connection refused
 --- no_error_log
