@@ -17,12 +17,13 @@ static ngx_int_t ngx_http_checkout_content_type_valid(ngx_http_request_t *r);
 static void ngx_http_checkout_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_checkout_begin(ngx_http_request_t *r,
     ngx_http_checkout_ctx_t *ctx);
+static ngx_int_t ngx_http_checkout_pass_gate(ngx_http_request_t *r,
+    ngx_http_checkout_ctx_t *ctx);
+static void ngx_http_checkout_cleanup(void *data);
 static ngx_int_t ngx_http_checkout_read_cart(ngx_http_request_t *r,
     ngx_http_checkout_ctx_t *ctx);
 static ngx_int_t ngx_http_checkout_create_id(ngx_http_request_t *r,
     ngx_str_t *id);
-static void ngx_http_checkout_idempotency_key(ngx_http_request_t *r,
-    ngx_str_t *key);
 static ngx_int_t ngx_http_checkout_invalid(ngx_http_checkout_ctx_t *ctx,
     ngx_uint_t status, char *error, char *message);
 static void ngx_http_checkout_resume(ngx_http_request_t *r);
@@ -30,6 +31,8 @@ static ngx_int_t ngx_http_checkout_advance(ngx_http_request_t *r,
     ngx_http_checkout_ctx_t *ctx);
 static void ngx_http_checkout_decide(ngx_http_checkout_ctx_t *ctx,
     ngx_http_checkout_step_t *step);
+static ngx_int_t ngx_http_checkout_conclude(ngx_http_request_t *r,
+    ngx_http_checkout_ctx_t *ctx);
 
 
 static u_char  ngx_http_checkout_id_alphabet[] =
@@ -40,6 +43,7 @@ ngx_int_t
 ngx_http_checkout_handler(ngx_http_request_t *r)
 {
     ngx_int_t                      rc;
+    ngx_pool_cleanup_t            *cln;
     ngx_http_checkout_ctx_t       *ctx;
     ngx_http_checkout_loc_conf_t  *cklcf;
 
@@ -58,6 +62,14 @@ ngx_http_checkout_handler(ngx_http_request_t *r)
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_checkout_cleanup;
+    cln->data = ctx;
 
     ctx->request = r;
     ctx->conf = cklcf;
@@ -168,11 +180,13 @@ ngx_http_checkout_body_handler(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_checkout_begin(ngx_http_request_t *r, ngx_http_checkout_ctx_t *ctx)
 {
-    ngx_int_t                       rc;
-    ngx_uint_t                      i;
-    ngx_http_checkout_step_conf_t  *conf;
+    ngx_int_t  rc;
 
     rc = ngx_http_checkout_read_cart(r, ctx);
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_checkout_idempotency_key(r, ctx);
+    }
 
     if (rc == NGX_DECLINED) {
         return ngx_http_checkout_send_invalid(r, ctx);
@@ -182,19 +196,73 @@ ngx_http_checkout_begin(ngx_http_request_t *r, ngx_http_checkout_ctx_t *ctx)
         return rc;
     }
 
+    r->write_event_handler = ngx_http_checkout_resume;
+
+    rc = ngx_http_checkout_idempotency_gate(r, ctx);
+
+    if (rc == NGX_AGAIN) {
+        return NGX_DONE;
+    }
+
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_checkout_pass_gate(r, ctx);
+}
+
+
+/* what the idempotency key allows: run, replay, or refuse */
+
+static ngx_int_t
+ngx_http_checkout_pass_gate(ngx_http_request_t *r,
+    ngx_http_checkout_ctx_t *ctx)
+{
+    ngx_uint_t                      i;
+    ngx_http_checkout_step_conf_t  *conf;
+
+    switch (ctx->gate) {
+
+    case NGX_HTTP_CHECKOUT_GATE_REUSED:
+        ngx_http_checkout_invalid(ctx, NGX_HTTP_CHECKOUT_UNPROCESSABLE,
+                                  "idempotency_key_reused",
+                                  "the Idempotency-Key was used with "
+                                  "another body");
+        return ngx_http_checkout_send_invalid(r, ctx);
+
+    case NGX_HTTP_CHECKOUT_GATE_RUNNING:
+        ngx_http_checkout_invalid(ctx, NGX_HTTP_CONFLICT,
+                                  "idempotency_key_in_use",
+                                  "a checkout with this Idempotency-Key "
+                                  "is still running");
+        return ngx_http_checkout_send_invalid(r, ctx);
+
+    case NGX_HTTP_CHECKOUT_GATE_DONE:
+        return ngx_http_checkout_send_stored(r, ctx);
+
+    case NGX_HTTP_CHECKOUT_GATE_UNAVAILABLE:
+        ngx_http_checkout_invalid(ctx, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                  "idempotency_unavailable",
+                                  "the Idempotency-Key cannot be checked "
+                                  "now; nothing was done");
+        ctx->outcome = NGX_HTTP_CHECKOUT_FAILED;
+        return ngx_http_checkout_send_invalid(r, ctx);
+
+    default: /* NGX_HTTP_CHECKOUT_GATE_NONE, NGX_HTTP_CHECKOUT_GATE_NEW */
+        break;
+    }
+
     if (ngx_http_checkout_create_id(r, &ctx->id) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_http_checkout_idempotency_key(r, &ctx->idempotency_key);
-
     ctx->steps = ngx_pcalloc(r->pool, ctx->conf->steps->nelts
                                       * sizeof(ngx_http_checkout_step_t));
-    if (ctx->steps == NULL
-        || ngx_http_checkout_step_init(r, ctx) != NGX_OK)
-    {
+    if (ctx->steps == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    ngx_http_checkout_step_init(r, ctx);
 
     ctx->nsteps = ctx->conf->steps->nelts;
     conf = ctx->conf->steps->elts;
@@ -205,8 +273,7 @@ ngx_http_checkout_begin(ngx_http_request_t *r, ngx_http_checkout_ctx_t *ctx)
     }
 
     ctx->deadline = ngx_http_checkout_now() + ctx->conf->timeout * 1000;
-
-    r->write_event_handler = ngx_http_checkout_resume;
+    ctx->phase = NGX_HTTP_CHECKOUT_PHASE_STEPS;
 
     return ngx_http_checkout_advance(r, ctx);
 }
@@ -344,48 +411,6 @@ ngx_http_checkout_create_id(ngx_http_request_t *r, ngx_str_t *id)
 }
 
 
-/* the draft's sf-string form ("...") and Stripe's bare form alike */
-
-static void
-ngx_http_checkout_idempotency_key(ngx_http_request_t *r, ngx_str_t *key)
-{
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */ ; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == sizeof("Idempotency-Key") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "Idempotency-Key",
-                               h[i].key.len)
-               == 0)
-        {
-            *key = h[i].value;
-            break;
-        }
-    }
-
-    if (key->len >= 2 && key->data[0] == '"' && key->data[key->len - 1] == '"')
-    {
-        key->data++;
-        key->len -= 2;
-    }
-}
-
-
 static void
 ngx_http_checkout_resume(ngx_http_request_t *r)
 {
@@ -396,11 +421,35 @@ ngx_http_checkout_resume(ngx_http_request_t *r)
 
     /* the connection's write events land here too: act on a result only */
 
-    if (ctx->replied || !ctx->steps[ctx->current].done) {
+    switch (ctx->phase) {
+
+    case NGX_HTTP_CHECKOUT_PHASE_GATE:
+        if (ctx->command) {
+            return;
+        }
+
+        rc = ngx_http_checkout_pass_gate(r, ctx);
+        break;
+
+    case NGX_HTTP_CHECKOUT_PHASE_STEPS:
+        if (!ctx->steps[ctx->current].done) {
+            return;
+        }
+
+        rc = ngx_http_checkout_advance(r, ctx);
+        break;
+
+    case NGX_HTTP_CHECKOUT_PHASE_PUBLISH:
+        if (ctx->command) {
+            return;
+        }
+
+        rc = ngx_http_checkout_send_reply(r, ctx);
+        break;
+
+    default: /* NGX_HTTP_CHECKOUT_PHASE_REPLIED */
         return;
     }
-
-    rc = ngx_http_checkout_advance(r, ctx);
 
     if (rc != NGX_DONE) {
         ngx_http_finalize_request(r, rc);
@@ -410,7 +459,8 @@ ngx_http_checkout_resume(ngx_http_request_t *r)
 
 /*
  * Runs the steps in order from the current one.  Returns NGX_DONE while a
- * step is running, or what sending the reply returned once decided.
+ * step or the decision's record is pending, or what sending the reply
+ * returned.
  */
 
 static ngx_int_t
@@ -455,6 +505,37 @@ ngx_http_checkout_advance(ngx_http_request_t *r, ngx_http_checkout_ctx_t *ctx)
 
         ngx_http_checkout_decide(ctx, step);
         break;
+    }
+
+    return ngx_http_checkout_conclude(r, ctx);
+}
+
+
+/*
+ * The decision is recorded before the client hears it: the event and the
+ * checkout's state go to Redis (or to the spool) first.
+ */
+
+static ngx_int_t
+ngx_http_checkout_conclude(ngx_http_request_t *r,
+    ngx_http_checkout_ctx_t *ctx)
+{
+    ngx_int_t  rc;
+
+    if (ngx_http_checkout_build_reply(r, ctx) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->phase = NGX_HTTP_CHECKOUT_PHASE_PUBLISH;
+
+    rc = ngx_http_checkout_event_publish(r, ctx);
+
+    if (rc == NGX_AGAIN) {
+        return NGX_DONE;
+    }
+
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     return ngx_http_checkout_send_reply(r, ctx);
@@ -519,6 +600,27 @@ ngx_http_checkout_decide(ngx_http_checkout_ctx_t *ctx,
 
         ctx->outcome = NGX_HTTP_CHECKOUT_FAILED;
         ctx->status = NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+}
+
+
+/*
+ * A client that goes away mid-checkout must leave no timer and no Redis
+ * callback pointing at the request.
+ */
+
+static void
+ngx_http_checkout_cleanup(void *data)
+{
+    ngx_http_checkout_ctx_t *ctx = data;
+
+    if (ctx->timer.timer_set) {
+        ngx_del_timer(&ctx->timer);
+    }
+
+    if (ctx->command) {
+        ngx_http_checkout_redis_cancel(ctx->command);
+        ctx->command = NULL;
     }
 }
 

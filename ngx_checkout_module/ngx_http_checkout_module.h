@@ -12,6 +12,8 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
 #include <yajl/yajl_gen.h>
 
 
@@ -91,6 +93,33 @@ typedef enum {
 } ngx_http_checkout_verdict_e;
 
 
+typedef struct ngx_http_checkout_redis_s  ngx_http_checkout_redis_t;
+typedef struct ngx_http_checkout_redis_cmd_s  ngx_http_checkout_redis_cmd_t;
+
+/* reply is NULL when the command failed, timed out or the link was lost */
+typedef void (*ngx_http_checkout_redis_handler_pt)(void *data,
+    redisReply *reply);
+
+
+/* a "checkout_redis" server; each worker process has its own connection */
+typedef struct {
+    ngx_str_t                        name;
+    ngx_str_t                        host;
+    in_port_t                        port;
+    ngx_str_t                        unix_path;
+    ngx_uint_t                       db;
+    ngx_str_t                        db_text;
+    ngx_str_t                        password;
+    ngx_http_checkout_redis_t       *redis;
+} ngx_http_checkout_redis_conf_t;
+
+
+typedef struct {
+    ngx_array_t                      servers;
+    ngx_str_t                        spool;
+} ngx_http_checkout_main_conf_t;
+
+
 typedef struct {
     ngx_str_t                        name;
     ngx_str_t                        uri;
@@ -109,13 +138,60 @@ typedef struct {
     ngx_uint_t                       max_depth;
     time_t                           retry_after;
 
+    ngx_http_checkout_redis_conf_t  *redis;
+    ngx_msec_t                       redis_timeout;
+    ngx_str_t                        stream;
+    ngx_uint_t                       maxlen;
+    ngx_str_t                        event_types[3];
+    time_t                           state_ttl;
+
+    ngx_int_t                        status_index;
+
+    ngx_uint_t                       idempotency;
+    ngx_msec_t                       idempotency_ttl;
+
     /* where "checkout" (or a step) was written, for merge-time errors */
     u_char                          *file;
     ngx_uint_t                       line;
 } ngx_http_checkout_loc_conf_t;
 
 
+#define NGX_HTTP_CHECKOUT_IDEMPOTENCY_OFF       0
+#define NGX_HTTP_CHECKOUT_IDEMPOTENCY_OPTIONAL  1
+#define NGX_HTTP_CHECKOUT_IDEMPOTENCY_REQUIRED  2
+
+
+typedef enum {
+    NGX_HTTP_CHECKOUT_PHASE_GATE = 0,
+    NGX_HTTP_CHECKOUT_PHASE_STEPS,
+    NGX_HTTP_CHECKOUT_PHASE_PUBLISH,
+    NGX_HTTP_CHECKOUT_PHASE_REPLIED
+} ngx_http_checkout_phase_e;
+
+
+/* what Redis said of an idempotency key */
+typedef enum {
+    NGX_HTTP_CHECKOUT_GATE_NONE = 0,
+    NGX_HTTP_CHECKOUT_GATE_NEW,
+    NGX_HTTP_CHECKOUT_GATE_REUSED,
+    NGX_HTTP_CHECKOUT_GATE_RUNNING,
+    NGX_HTTP_CHECKOUT_GATE_DONE,
+    NGX_HTTP_CHECKOUT_GATE_UNAVAILABLE
+} ngx_http_checkout_gate_e;
+
+
+/* a reply as sent, and as stored for an idempotent replay */
+typedef struct {
+    ngx_str_t                        status;
+    ngx_str_t                        body;
+    ngx_str_t                        location;
+    ngx_str_t                        retry_after;
+} ngx_http_checkout_reply_t;
+
+
 typedef struct ngx_http_checkout_ctx_s  ngx_http_checkout_ctx_t;
+typedef struct ngx_http_checkout_event_args_s
+    ngx_http_checkout_event_args_t;
 
 typedef struct {
     ngx_http_checkout_step_conf_t   *conf;
@@ -145,9 +221,16 @@ struct ngx_http_checkout_ctx_s {
     ngx_http_request_t              *request;
     ngx_http_checkout_loc_conf_t    *conf;
 
+    ngx_http_checkout_phase_e        phase;
+
     ngx_str_t                        id;
-    ngx_str_t                        idempotency_key;
     ngx_http_checkout_json_t        *cart;
+
+    ngx_str_t                        idempotency_key;
+    ngx_str_t                        idempotency_redis_key;
+    ngx_str_t                        fingerprint;
+    ngx_http_checkout_gate_e         gate;
+    ngx_http_checkout_reply_t        stored;
 
     ngx_http_checkout_step_t        *steps;
     ngx_uint_t                       nsteps;
@@ -162,23 +245,37 @@ struct ngx_http_checkout_ctx_s {
     ngx_uint_t                       status;
     char                            *error;
     char                            *message;
+    ngx_http_checkout_reply_t        reply;
+
+    ngx_http_checkout_event_args_t  *event;
+
+    /* the one Redis command the request waits for, if any */
+    ngx_http_checkout_redis_cmd_t   *command;
+
     unsigned                         budget_exhausted:1;
-    unsigned                         replied:1;
 };
 
 
 ngx_int_t ngx_http_checkout_handler(ngx_http_request_t *r);
 
-ngx_int_t ngx_http_checkout_step_init(ngx_http_request_t *r,
+void ngx_http_checkout_step_init(ngx_http_request_t *r,
     ngx_http_checkout_ctx_t *ctx);
 ngx_int_t ngx_http_checkout_step_start(ngx_http_request_t *r,
     ngx_http_checkout_ctx_t *ctx, ngx_http_checkout_step_t *step);
 ngx_int_t ngx_http_checkout_step_filter_init(ngx_conf_t *cf);
 
+ngx_int_t ngx_http_checkout_build_reply(ngx_http_request_t *r,
+    ngx_http_checkout_ctx_t *ctx);
 ngx_int_t ngx_http_checkout_send_reply(ngx_http_request_t *r,
+    ngx_http_checkout_ctx_t *ctx);
+ngx_int_t ngx_http_checkout_send_stored(ngx_http_request_t *r,
     ngx_http_checkout_ctx_t *ctx);
 ngx_int_t ngx_http_checkout_send_invalid(ngx_http_request_t *r,
     ngx_http_checkout_ctx_t *ctx);
+ngx_int_t ngx_http_checkout_send_json(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_str_t *body);
+ngx_int_t ngx_http_checkout_add_header(ngx_http_request_t *r, char *name,
+    ngx_str_t *value);
 ngx_int_t ngx_http_checkout_timings(ngx_pool_t *pool,
     ngx_http_checkout_ctx_t *ctx, ngx_uint_t server_timing, ngx_str_t *out);
 
@@ -202,6 +299,29 @@ void ngx_http_checkout_json_value(ngx_http_checkout_json_writer_t *w,
     ngx_http_checkout_json_t *v);
 ngx_int_t ngx_http_checkout_json_result(ngx_http_checkout_json_writer_t *w,
     ngx_str_t *out);
+
+ngx_int_t ngx_http_checkout_event_publish(ngx_http_request_t *r,
+    ngx_http_checkout_ctx_t *ctx);
+ngx_int_t ngx_http_checkout_spool_init(ngx_cycle_t *cycle,
+    ngx_http_checkout_main_conf_t *cmcf);
+
+ngx_int_t ngx_http_checkout_idempotency_key(ngx_http_request_t *r,
+    ngx_http_checkout_ctx_t *ctx);
+ngx_int_t ngx_http_checkout_idempotency_gate(ngx_http_request_t *r,
+    ngx_http_checkout_ctx_t *ctx);
+
+ngx_int_t ngx_http_checkout_status_handler(ngx_http_request_t *r);
+
+ngx_int_t ngx_http_checkout_redis_init(ngx_cycle_t *cycle,
+    ngx_http_checkout_redis_conf_t *conf);
+void ngx_http_checkout_redis_done(ngx_http_checkout_redis_conf_t *conf);
+ngx_uint_t ngx_http_checkout_redis_ready(
+    ngx_http_checkout_redis_conf_t *conf);
+ngx_http_checkout_redis_cmd_t *ngx_http_checkout_redis_command(
+    ngx_http_checkout_redis_t *redis, ngx_msec_t timeout,
+    ngx_http_checkout_redis_handler_pt handler, void *data, int argc,
+    const char **argv, const size_t *argvlen);
+void ngx_http_checkout_redis_cancel(ngx_http_checkout_redis_cmd_t *cmd);
 
 ngx_int_t ngx_http_checkout_variables_add(ngx_conf_t *cf);
 

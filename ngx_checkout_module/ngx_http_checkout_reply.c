@@ -25,12 +25,9 @@ static void ngx_http_checkout_reply_message(
     const char *fmt);
 static ngx_int_t ngx_http_checkout_status_url(ngx_http_request_t *r,
     ngx_http_checkout_ctx_t *ctx, ngx_str_t *url);
-static ngx_int_t ngx_http_checkout_add_header(ngx_http_request_t *r,
-    char *name, ngx_str_t *value);
-static ngx_int_t ngx_http_checkout_retry_after(ngx_http_request_t *r,
-    ngx_http_checkout_ctx_t *ctx);
 static ngx_int_t ngx_http_checkout_send(ngx_http_request_t *r,
-    ngx_http_checkout_ctx_t *ctx, ngx_str_t *body);
+    ngx_http_checkout_ctx_t *ctx, ngx_uint_t status,
+    ngx_http_checkout_reply_t *reply);
 
 
 static ngx_str_t  ngx_http_checkout_outcomes[] = {
@@ -51,18 +48,29 @@ ngx_http_checkout_outcome_name(ngx_http_checkout_outcome_e outcome)
 }
 
 
+/*
+ * The reply is made before it is sent: with an idempotency key it is
+ * stored with the checkout's event, to be replayed byte for byte.
+ */
+
 ngx_int_t
-ngx_http_checkout_send_reply(ngx_http_request_t *r,
+ngx_http_checkout_build_reply(ngx_http_request_t *r,
     ngx_http_checkout_ctx_t *ctx)
 {
-    ngx_str_t                         body, url;
+    u_char                           *p;
+    ngx_str_t                         url;
     ngx_http_checkout_json_t         *action;
     ngx_http_checkout_json_writer_t   w;
 
     if (ngx_http_checkout_json_writer_init(&w, r->pool) != NGX_OK
         || ngx_http_checkout_status_url(r, ctx, &url) != NGX_OK)
     {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
     }
 
     ngx_http_checkout_json_literal(&w, NGX_HTTP_CHECKOUT_JSON_OBJECT);
@@ -78,11 +86,7 @@ ngx_http_checkout_send_reply(ngx_http_request_t *r,
 
     case NGX_HTTP_CHECKOUT_CONFIRMED:
         ngx_http_checkout_reply_confirmed(&w, ctx);
-
-        if (ngx_http_checkout_add_header(r, "Location", &url) != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
+        ctx->reply.location = url;
         break;
 
     case NGX_HTTP_CHECKOUT_REQUIRES_ACTION:
@@ -104,13 +108,8 @@ ngx_http_checkout_send_reply(ngx_http_request_t *r,
 
     case NGX_HTTP_CHECKOUT_PENDING_REVIEW:
         ngx_http_checkout_reply_pending(&w, ctx, &url);
-
-        if (ngx_http_checkout_add_header(r, "Location", &url) != NGX_OK
-            || ngx_http_checkout_retry_after(r, ctx) != NGX_OK)
-        {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
+        ctx->reply.location = url;
+        ctx->reply.retry_after.data = p;
         break;
 
     case NGX_HTTP_CHECKOUT_DECLINED:
@@ -119,19 +118,53 @@ ngx_http_checkout_send_reply(ngx_http_request_t *r,
 
     default: /* NGX_HTTP_CHECKOUT_FAILED */
         ngx_http_checkout_reply_failed(&w, ctx);
+        ctx->reply.retry_after.data = p;
+    }
 
-        if (ngx_http_checkout_retry_after(r, ctx) != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
+    if (ctx->reply.retry_after.data) {
+        ctx->reply.retry_after.len = ngx_sprintf(p, "%T",
+                                                 ctx->conf->retry_after)
+                                     - p;
     }
 
     ngx_http_checkout_json_close(&w, NGX_HTTP_CHECKOUT_JSON_OBJECT);
 
-    if (ngx_http_checkout_json_result(&w, &body) != NGX_OK) {
+    return ngx_http_checkout_json_result(&w, &ctx->reply.body);
+}
+
+
+ngx_int_t
+ngx_http_checkout_send_reply(ngx_http_request_t *r,
+    ngx_http_checkout_ctx_t *ctx)
+{
+    return ngx_http_checkout_send(r, ctx, ctx->status, &ctx->reply);
+}
+
+
+/* a stored reply, sent again as it was, and said to be a replay */
+
+ngx_int_t
+ngx_http_checkout_send_stored(ngx_http_request_t *r,
+    ngx_http_checkout_ctx_t *ctx)
+{
+    ngx_int_t  status;
+    ngx_str_t  replayed;
+
+    status = ngx_atoi(ctx->stored.status.data, ctx->stored.status.len);
+
+    if (status < NGX_HTTP_OK || status > 599) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_http_checkout_send(r, ctx, &body);
+    ngx_str_set(&replayed, "true");
+
+    if (ngx_http_checkout_add_header(r, "Idempotent-Replayed", &replayed)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_checkout_send(r, ctx, status, &ctx->stored);
 }
 
 
@@ -304,8 +337,11 @@ ngx_int_t
 ngx_http_checkout_send_invalid(ngx_http_request_t *r,
     ngx_http_checkout_ctx_t *ctx)
 {
-    ngx_str_t                         body, allow;
+    ngx_str_t                         allow;
+    ngx_http_checkout_reply_t         reply;
     ngx_http_checkout_json_writer_t   w;
+
+    ngx_memzero(&reply, sizeof(ngx_http_checkout_reply_t));
 
     if (ctx->status == NGX_HTTP_NOT_ALLOWED) {
         ngx_str_set(&allow, "POST");
@@ -319,24 +355,31 @@ ngx_http_checkout_send_invalid(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    if (ctx->status == NGX_HTTP_CONFLICT
+        || ctx->status == NGX_HTTP_SERVICE_UNAVAILABLE)
+    {
+        ngx_str_set(&reply.retry_after, "1");
+    }
+
     ngx_http_checkout_json_literal(&w, NGX_HTTP_CHECKOUT_JSON_OBJECT);
     ngx_http_checkout_json_cstr(&w, "status");
-    ngx_http_checkout_json_cstr(&w, "invalid_request");
+    ngx_http_checkout_json_str(&w,
+                               ngx_http_checkout_outcome_name(ctx->outcome));
     ngx_http_checkout_json_cstr(&w, "error");
     ngx_http_checkout_json_cstr(&w, ctx->error);
     ngx_http_checkout_json_cstr(&w, "message");
     ngx_http_checkout_json_cstr(&w, ctx->message);
     ngx_http_checkout_json_close(&w, NGX_HTTP_CHECKOUT_JSON_OBJECT);
 
-    if (ngx_http_checkout_json_result(&w, &body) != NGX_OK) {
+    if (ngx_http_checkout_json_result(&w, &reply.body) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_http_checkout_send(r, ctx, &body);
+    return ngx_http_checkout_send(r, ctx, ctx->status, &reply);
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_checkout_add_header(ngx_http_request_t *r, char *name,
     ngx_str_t *value)
 {
@@ -360,50 +403,47 @@ ngx_http_checkout_add_header(ngx_http_request_t *r, char *name,
 
 
 static ngx_int_t
-ngx_http_checkout_retry_after(ngx_http_request_t *r,
-    ngx_http_checkout_ctx_t *ctx)
-{
-    ngx_str_t  value;
-
-    value.data = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
-    if (value.data == NULL) {
-        return NGX_ERROR;
-    }
-
-    value.len = ngx_sprintf(value.data, "%T", ctx->conf->retry_after)
-                - value.data;
-
-    return ngx_http_checkout_add_header(r, "Retry-After", &value);
-}
-
-
-static ngx_int_t
 ngx_http_checkout_send(ngx_http_request_t *r, ngx_http_checkout_ctx_t *ctx,
-    ngx_str_t *body)
+    ngx_uint_t status, ngx_http_checkout_reply_t *reply)
 {
-    ngx_int_t    rc;
-    ngx_buf_t   *b;
-    ngx_str_t    timing, no_store;
-    ngx_chain_t  out;
+    ngx_str_t  timing, no_store;
 
-    ctx->replied = 1;
-
-    if (ngx_http_checkout_timings(r->pool, ctx, 1, &timing) != NGX_OK
-        || ngx_http_checkout_add_header(r, "Server-Timing", &timing) != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    ctx->phase = NGX_HTTP_CHECKOUT_PHASE_REPLIED;
 
     ngx_str_set(&no_store, "no-store");
 
-    if (ngx_http_checkout_add_header(r, "Cache-Control", &no_store) != NGX_OK)
+    if (ngx_http_checkout_timings(r->pool, ctx, 1, &timing) != NGX_OK
+        || ngx_http_checkout_add_header(r, "Server-Timing", &timing) != NGX_OK
+        || ngx_http_checkout_add_header(r, "Cache-Control", &no_store)
+           != NGX_OK
+        || (reply->location.len
+            && ngx_http_checkout_add_header(r, "Location", &reply->location)
+               != NGX_OK)
+        || (reply->retry_after.len
+            && ngx_http_checkout_add_header(r, "Retry-After",
+                                            &reply->retry_after)
+               != NGX_OK))
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    r->headers_out.status = ctx->status;
+    return ngx_http_checkout_send_json(r, status, &reply->body);
+}
 
-    if (ctx->status == NGX_HTTP_CHECKOUT_UNPROCESSABLE) {
+
+/* a JSON body with its status: the one way every reply goes out */
+
+ngx_int_t
+ngx_http_checkout_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *body)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    r->headers_out.status = status;
+
+    if (status == NGX_HTTP_CHECKOUT_UNPROCESSABLE) {
         ngx_str_set(&r->headers_out.status_line, "422 Unprocessable Entity");
     }
 

@@ -26,7 +26,6 @@ static void ngx_http_checkout_step_judge_reply(ngx_http_request_t *sr,
     ngx_http_checkout_step_t *step, ngx_chain_t *body);
 static void ngx_http_checkout_step_finish(ngx_http_checkout_step_t *step);
 static void ngx_http_checkout_step_deadline(ngx_event_t *ev);
-static void ngx_http_checkout_step_cleanup(void *data);
 static ngx_int_t ngx_http_checkout_step_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 
@@ -64,27 +63,13 @@ static ngx_str_t  ngx_http_checkout_hidden_headers[] = {
 };
 
 
-/* the deadline timer and, should the client go away, its removal */
-
-ngx_int_t
+void
 ngx_http_checkout_step_init(ngx_http_request_t *r,
     ngx_http_checkout_ctx_t *ctx)
 {
-    ngx_pool_cleanup_t  *cln;
-
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        return NGX_ERROR;
-    }
-
-    cln->handler = ngx_http_checkout_step_cleanup;
-    cln->data = ctx;
-
     ctx->timer.handler = ngx_http_checkout_step_deadline;
     ctx->timer.data = ctx;
     ctx->timer.log = r->connection->log;
-
-    return NGX_OK;
 }
 
 
@@ -622,19 +607,6 @@ ngx_http_checkout_step_deadline(ngx_event_t *ev)
 
     ngx_http_checkout_step_finish(step);
     ngx_http_run_posted_requests(c);
-}
-
-
-/* a client that goes away mid-checkout must leave no timer behind */
-
-static void
-ngx_http_checkout_step_cleanup(void *data)
-{
-    ngx_http_checkout_ctx_t  *ctx = data;
-
-    if (ctx->timer.timer_set) {
-        ngx_del_timer(&ctx->timer);
-    }
 }
 
 

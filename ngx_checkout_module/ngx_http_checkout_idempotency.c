@@ -1,0 +1,356 @@
+
+/*
+ * Copyright (C) ngx_checkout developers
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <ngx_sha1.h>
+
+#include "ngx_http_checkout_module.h"
+
+
+#define NGX_HTTP_CHECKOUT_KEY_MAX_LEN  255
+
+/* how long a running checkout holds its key beyond its own budget */
+#define NGX_HTTP_CHECKOUT_KEY_HOLD     30000
+
+
+/*
+ * The gate, atomic in Redis: a new key is taken for this request (with
+ * the body's fingerprint); a known key answers what became of it.
+ * KEYS: the key's hash.  ARGV: fingerprint, hold in ms.
+ */
+static ngx_str_t  ngx_http_checkout_gate_script = ngx_string(
+    "local v = redis.call('HMGET', KEYS[1], 'fingerprint', 'state', "
+                         "'status', 'body', 'location', 'retryAfter') "
+    "if not v[1] then "
+        "redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], "
+                   "'state', 'running') "
+        "redis.call('PEXPIRE', KEYS[1], ARGV[2]) "
+        "return {'new'} "
+    "end "
+    "if v[1] ~= ARGV[1] then return {'reused'} end "
+    "if v[2] ~= 'done' then return {'running'} end "
+    "return {'done', v[3], v[4], v[5] or '', v[6] or ''}");
+
+
+static ngx_int_t ngx_http_checkout_idempotency_parse(ngx_str_t *value,
+    ngx_str_t *key);
+static void ngx_http_checkout_idempotency_fingerprint(ngx_chain_t *in,
+    u_char *hex);
+static void ngx_http_checkout_idempotency_done(void *data,
+    redisReply *reply);
+static ngx_int_t ngx_http_checkout_idempotency_copy(ngx_http_request_t *r,
+    redisReply *reply, ngx_str_t *dst);
+
+
+/*
+ * Idempotency-Key as the IETF httpapi draft has it, an sf-string
+ * ("8e03..."), or Stripe's bare form.  One header at most, 1-255 bytes,
+ * no control characters.  NGX_DECLINED: the request is bad input.
+ */
+
+ngx_int_t
+ngx_http_checkout_idempotency_key(ngx_http_request_t *r,
+    ngx_http_checkout_ctx_t *ctx)
+{
+    ngx_str_t         value;
+    ngx_uint_t        i, n;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    n = 0;
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == sizeof("Idempotency-Key") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "Idempotency-Key",
+                               h[i].key.len)
+               == 0)
+        {
+            value = h[i].value;
+            n++;
+        }
+    }
+
+    if (n == 0) {
+        if (ctx->conf->idempotency == NGX_HTTP_CHECKOUT_IDEMPOTENCY_REQUIRED) {
+            ctx->outcome = NGX_HTTP_CHECKOUT_INVALID_REQUEST;
+            ctx->status = NGX_HTTP_BAD_REQUEST;
+            ctx->error = "idempotency_key_required";
+            ctx->message = "this checkout needs an Idempotency-Key header";
+            return NGX_DECLINED;
+        }
+
+        return NGX_OK;
+    }
+
+    if (n > 1
+        || ngx_http_checkout_idempotency_parse(&value, &ctx->idempotency_key)
+           != NGX_OK)
+    {
+        ctx->outcome = NGX_HTTP_CHECKOUT_INVALID_REQUEST;
+        ctx->status = NGX_HTTP_BAD_REQUEST;
+        ctx->error = "invalid_idempotency_key";
+        ctx->message = "the Idempotency-Key must be one header of 1 to 255 "
+                       "printable characters";
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_checkout_idempotency_parse(ngx_str_t *value, ngx_str_t *key)
+{
+    u_char  *p, *last, *dst, c;
+
+    p = value->data;
+    last = p + value->len;
+
+    if (last - p >= 2 && *p == '"') {
+
+        /* an sf-string: quotes around, "\\" and "\"" escaped inside */
+
+        if (last[-1] != '"') {
+            return NGX_ERROR;
+        }
+
+        p++;
+        last--;
+        dst = p;
+        key->data = p;
+
+        while (p < last) {
+            c = *p++;
+
+            if (c == '\\') {
+                if (p == last || (*p != '"' && *p != '\\')) {
+                    return NGX_ERROR;
+                }
+
+                c = *p++;
+
+            } else if (c == '"') {
+                return NGX_ERROR;
+            }
+
+            *dst++ = c;
+        }
+
+        key->len = dst - key->data;
+
+    } else {
+        *key = *value;
+    }
+
+    if (key->len == 0 || key->len > NGX_HTTP_CHECKOUT_KEY_MAX_LEN) {
+        return NGX_ERROR;
+    }
+
+    for (p = key->data; p < key->data + key->len; p++) {
+        if (*p < 0x20 || *p == 0x7f) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Asks Redis what became of the key.  NGX_DECLINED: no key, the checkout
+ * runs as it is; NGX_AGAIN: the request is posted once Redis answered.
+ */
+
+ngx_int_t
+ngx_http_checkout_idempotency_gate(ngx_http_request_t *r,
+    ngx_http_checkout_ctx_t *ctx)
+{
+    u_char                        *p;
+    size_t                         argvlen[6];
+    ngx_str_t                      hold;
+    const char                    *argv[6];
+    ngx_http_core_loc_conf_t      *clcf;
+
+    if (ctx->idempotency_key.len == 0
+        || ctx->conf->idempotency == NGX_HTTP_CHECKOUT_IDEMPOTENCY_OFF)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (ctx->conf->redis == NULL) {
+        return NGX_DECLINED;
+    }
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    /* the key is scoped by location: one endpoint cannot replay another */
+
+    ctx->idempotency_redis_key.len = sizeof("checkout:idem::") - 1
+                                     + clcf->name.len
+                                     + ctx->idempotency_key.len;
+    ctx->idempotency_redis_key.data =
+                        ngx_pnalloc(r->pool, ctx->idempotency_redis_key.len);
+    if (ctx->idempotency_redis_key.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(ctx->idempotency_redis_key.data, "checkout:idem:%V:%V",
+                &clcf->name, &ctx->idempotency_key);
+
+    p = ngx_pnalloc(r->pool, 2 * 20 + NGX_TIME_T_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_checkout_idempotency_fingerprint(r->request_body->bufs, p);
+    ctx->fingerprint.data = p;
+    ctx->fingerprint.len = 2 * 20;
+
+    hold.data = p + ctx->fingerprint.len;
+    hold.len = ngx_sprintf(hold.data, "%M",
+                           ctx->conf->timeout + NGX_HTTP_CHECKOUT_KEY_HOLD)
+               - hold.data;
+
+    argv[0] = "EVAL";
+    argvlen[0] = 4;
+    argv[1] = (const char *) ngx_http_checkout_gate_script.data;
+    argvlen[1] = ngx_http_checkout_gate_script.len;
+    argv[2] = "1";
+    argvlen[2] = 1;
+    argv[3] = (const char *) ctx->idempotency_redis_key.data;
+    argvlen[3] = ctx->idempotency_redis_key.len;
+    argv[4] = (const char *) ctx->fingerprint.data;
+    argvlen[4] = ctx->fingerprint.len;
+    argv[5] = (const char *) hold.data;
+    argvlen[5] = hold.len;
+
+    ctx->command = ngx_http_checkout_redis_command(ctx->conf->redis->redis,
+                                       ctx->conf->redis_timeout,
+                                       ngx_http_checkout_idempotency_done,
+                                       ctx, 6, argv, argvlen);
+
+    if (ctx->command == NULL) {
+        ctx->gate = NGX_HTTP_CHECKOUT_GATE_UNAVAILABLE;
+        return NGX_OK;
+    }
+
+    return NGX_AGAIN;
+}
+
+
+/* the fingerprint of a key's request: SHA-1 of its body, in hex */
+
+static void
+ngx_http_checkout_idempotency_fingerprint(ngx_chain_t *in, u_char *hex)
+{
+    u_char      digest[20];
+    ngx_sha1_t  sha1;
+
+    ngx_sha1_init(&sha1);
+
+    for ( /* void */ ; in; in = in->next) {
+        ngx_sha1_update(&sha1, in->buf->pos, in->buf->last - in->buf->pos);
+    }
+
+    ngx_sha1_final(digest, &sha1);
+    ngx_hex_dump(hex, digest, 20);
+}
+
+
+static void
+ngx_http_checkout_idempotency_done(void *data, redisReply *reply)
+{
+    ngx_http_checkout_ctx_t *ctx = data;
+
+    ngx_connection_t    *c;
+    redisReply          *state;
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+    c = r->connection;
+
+    ctx->command = NULL;
+    ctx->gate = NGX_HTTP_CHECKOUT_GATE_UNAVAILABLE;
+
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements) {
+        state = reply->element[0];
+
+        if (state->len == 3 && ngx_strncmp(state->str, "new", 3) == 0) {
+            ctx->gate = NGX_HTTP_CHECKOUT_GATE_NEW;
+
+        } else if (state->len == 6
+                   && ngx_strncmp(state->str, "reused", 6) == 0)
+        {
+            ctx->gate = NGX_HTTP_CHECKOUT_GATE_REUSED;
+
+        } else if (state->len == 7
+                   && ngx_strncmp(state->str, "running", 7) == 0)
+        {
+            ctx->gate = NGX_HTTP_CHECKOUT_GATE_RUNNING;
+
+        } else if (reply->elements == 5
+                   && ngx_http_checkout_idempotency_copy(r, reply->element[1],
+                                                  &ctx->stored.status) == NGX_OK
+                   && ngx_http_checkout_idempotency_copy(r, reply->element[2],
+                                                  &ctx->stored.body) == NGX_OK
+                   && ngx_http_checkout_idempotency_copy(r, reply->element[3],
+                                              &ctx->stored.location) == NGX_OK
+                   && ngx_http_checkout_idempotency_copy(r, reply->element[4],
+                                          &ctx->stored.retry_after) == NGX_OK)
+        {
+            ctx->gate = NGX_HTTP_CHECKOUT_GATE_DONE;
+        }
+
+    } else if (reply && reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                      "checkout idempotency: redis %V: %*s",
+                      &ctx->conf->redis->name, (size_t) reply->len,
+                      reply->str);
+    }
+
+    if (ngx_http_post_request(r, NULL) != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_ERROR);
+    }
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+/* hiredis frees the reply after the callback: what is kept is copied */
+
+static ngx_int_t
+ngx_http_checkout_idempotency_copy(ngx_http_request_t *r, redisReply *reply,
+    ngx_str_t *dst)
+{
+    if (reply->type != REDIS_REPLY_STRING) {
+        return NGX_ERROR;
+    }
+
+    dst->len = reply->len;
+    dst->data = ngx_pnalloc(r->pool, reply->len + 1);
+    if (dst->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(dst->data, reply->str, reply->len);
+
+    return NGX_OK;
+}
