@@ -104,6 +104,13 @@ ngx_http_checkout_idempotency_key(ngx_http_request_t *r,
         || ngx_http_checkout_idempotency_parse(&value, &ctx->idempotency_key)
            != NGX_OK)
     {
+        /* where keys are not honoured, a bad one is not an error either */
+
+        if (ctx->conf->idempotency == NGX_HTTP_CHECKOUT_IDEMPOTENCY_OFF) {
+            ngx_str_null(&ctx->idempotency_key);
+            return NGX_OK;
+        }
+
         ctx->outcome = NGX_HTTP_CHECKOUT_INVALID_REQUEST;
         ctx->status = NGX_HTTP_BAD_REQUEST;
         ctx->error = "invalid_idempotency_key";

@@ -33,6 +33,7 @@ struct ngx_http_checkout_redis_s {
     ngx_msec_t                       backoff;
     ngx_log_t                       *log;
     unsigned                         ready:1;
+    unsigned                         closing:1;
 };
 
 
@@ -117,6 +118,9 @@ ngx_http_checkout_redis_done(ngx_http_checkout_redis_conf_t *conf)
         ngx_del_timer(&redis->reconnect);
     }
 
+    /* the worker exits: no request is to be called back any more */
+
+    redis->closing = 1;
     ac = redis->ac;
 
     if (ac) {
@@ -427,6 +431,10 @@ ngx_http_checkout_redis_on_reply(redisAsyncContext *ac, void *reply,
 
     if (cmd->timer.timer_set) {
         ngx_del_timer(&cmd->timer);
+    }
+
+    if (cmd->redis->closing) {
+        handler = NULL;
     }
 
     ngx_free(cmd);

@@ -9,6 +9,12 @@ cd "$(dirname "$0")/.." || exit 1
 quiet=
 [ "${1:-}" = --quiet ] && quiet=1
 
+# Redis first or last does not matter: nginx spools what Redis cannot take
+if redis-cli -p 6380 ping > /dev/null 2>&1 && [ -f .demo/redis.pid ]; then
+    echo "demo-stop: stopping redis-server $(cat .demo/redis.pid)"
+    redis-cli -p 6380 shutdown > /dev/null 2>&1 || true
+fi
+
 pidfile=.demo/nginx.pid
 pid=$(cat "$pidfile" 2>/dev/null || true)
 
