@@ -25,8 +25,9 @@
  * ARGV: 1 event id, 2 state TTL, 3 status, 4 time, 5 order id or "",
  * 6 step or "", 7 stream cap or "0", 8 reply status ("" releases the
  * idempotency key), 9 reply body, 10 Location, 11 Retry-After,
- * 12 idempotency TTL in ms, then the entry's fields and values; no fields
- * means no event, the state only.
+ * 12 idempotency TTL in ms, 13 the request's fingerprint (the record may
+ * have to be made anew: Redis may have lost it), then the entry's fields
+ * and values; no fields means no event, the state only.
  */
 static ngx_str_t  ngx_http_checkout_event_script = ngx_string(
     "if redis.call('HSETNX', KEYS[2], 'eventId', ARGV[1]) == 0 then "
@@ -45,16 +46,16 @@ static ngx_str_t  ngx_http_checkout_event_script = ngx_string(
         "else "
             "redis.call('HSET', KEYS[3], 'state', 'done', 'status', ARGV[8], "
                        "'body', ARGV[9], 'location', ARGV[10], "
-                       "'retryAfter', ARGV[11]) "
+                       "'retryAfter', ARGV[11], 'fingerprint', ARGV[13]) "
             "redis.call('PEXPIRE', KEYS[3], ARGV[12]) "
         "end "
     "end "
-    "if #ARGV > 12 then "
+    "if #ARGV > 13 then "
         "if ARGV[7] ~= '0' then "
             "redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[7], '*', "
-                       "unpack(ARGV, 13)) "
+                       "unpack(ARGV, 14)) "
         "else "
-            "redis.call('XADD', KEYS[1], '*', unpack(ARGV, 13)) "
+            "redis.call('XADD', KEYS[1], '*', unpack(ARGV, 14)) "
         "end "
     "end "
     "return 1");
@@ -256,6 +257,8 @@ ngx_http_checkout_event_args(ngx_http_request_t *r,
     a[17].data = p;
     a[17].len = ngx_sprintf(p, "%M", ctx->conf->idempotency_ttl) - p;
 
+    a[18] = ctx->fingerprint;
+
     switch (ctx->outcome) {
 
     case NGX_HTTP_CHECKOUT_CONFIRMED:
@@ -271,33 +274,33 @@ ngx_http_checkout_event_args(ngx_http_request_t *r,
         break;
 
     default:
-        args->argc = 18;
+        args->argc = 19;
         return NGX_OK;
     }
 
     /* CloudEvents 1.0, binary mode: attributes as fields, data as JSON */
 
-    ngx_str_set(&a[18], "ce_specversion");
-    ngx_str_set(&a[19], "1.0");
-    ngx_str_set(&a[20], "ce_id");
-    a[21] = ctx->id;
-    ngx_str_set(&a[22], "ce_type");
-    a[23] = *type;
-    ngx_str_set(&a[24], "ce_source");
-    a[25] = r->uri;
-    ngx_str_set(&a[26], "ce_time");
-    a[27] = a[9];
-    ngx_str_set(&a[28], "ce_subject");
-    a[29] = ctx->id;
-    ngx_str_set(&a[30], "ce_schemaversion");
-    ngx_str_set(&a[31], "1");
-    ngx_str_set(&a[32], "content-type");
-    ngx_str_set(&a[33], "application/json");
-    ngx_str_set(&a[34], "data");
+    ngx_str_set(&a[19], "ce_specversion");
+    ngx_str_set(&a[20], "1.0");
+    ngx_str_set(&a[21], "ce_id");
+    a[22] = ctx->id;
+    ngx_str_set(&a[23], "ce_type");
+    a[24] = *type;
+    ngx_str_set(&a[25], "ce_source");
+    a[26] = r->uri;
+    ngx_str_set(&a[27], "ce_time");
+    a[28] = a[9];
+    ngx_str_set(&a[29], "ce_subject");
+    a[30] = ctx->id;
+    ngx_str_set(&a[31], "ce_schemaversion");
+    ngx_str_set(&a[32], "1");
+    ngx_str_set(&a[33], "content-type");
+    ngx_str_set(&a[34], "application/json");
+    ngx_str_set(&a[35], "data");
 
-    args->argc = 36;
+    args->argc = 37;
 
-    return ngx_http_checkout_event_data(r, ctx, &a[35]);
+    return ngx_http_checkout_event_data(r, ctx, &a[36]);
 }
 
 

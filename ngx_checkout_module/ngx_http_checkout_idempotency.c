@@ -20,10 +20,17 @@
 
 /*
  * The gate, atomic in Redis: a new key is taken for this request (with
- * the body's fingerprint); a known key answers what became of it.
- * KEYS: the key's hash.  ARGV: fingerprint, hold in ms.
+ * the body's fingerprint); a known key answers what became of it.  A gate
+ * that runs after its request gave up (Redis was paused) takes nothing:
+ * the client was told that nothing was done.
+ * KEYS: the key's hash.  ARGV: fingerprint, hold in ms, give-up time in
+ * Unix ms.
  */
 static ngx_str_t  ngx_http_checkout_gate_script = ngx_string(
+    "local t = redis.call('TIME') "
+    "if t[1] * 1000 + math.floor(t[2] / 1000) > tonumber(ARGV[3]) then "
+        "return {'late'} "
+    "end "
     "local v = redis.call('HMGET', KEYS[1], 'fingerprint', 'state', "
                          "'status', 'body', 'location', 'retryAfter') "
     "if not v[1] then "
@@ -131,11 +138,11 @@ ngx_http_checkout_idempotency_parse(ngx_str_t *value, ngx_str_t *key)
     p = value->data;
     last = p + value->len;
 
-    if (last - p >= 2 && *p == '"') {
+    if (p < last && *p == '"') {
 
         /* an sf-string: quotes around, "\\" and "\"" escaped inside */
 
-        if (last[-1] != '"') {
+        if (last - p < 2 || last[-1] != '"') {
             return NGX_ERROR;
         }
 
@@ -191,9 +198,10 @@ ngx_http_checkout_idempotency_gate(ngx_http_request_t *r,
     ngx_http_checkout_ctx_t *ctx)
 {
     u_char                        *p;
-    size_t                         argvlen[6];
-    ngx_str_t                      hold;
-    const char                    *argv[6];
+    size_t                         argvlen[7];
+    ngx_str_t                      hold, late;
+    ngx_time_t                    *tp;
+    const char                    *argv[7];
     ngx_http_core_loc_conf_t      *clcf;
 
     if (ctx->idempotency_key.len == 0
@@ -222,7 +230,7 @@ ngx_http_checkout_idempotency_gate(ngx_http_request_t *r,
     ngx_sprintf(ctx->idempotency_redis_key.data, "checkout:idem:%V:%V",
                 &clcf->name, &ctx->idempotency_key);
 
-    p = ngx_pnalloc(r->pool, 2 * 20 + NGX_TIME_T_LEN);
+    p = ngx_pnalloc(r->pool, 2 * 20 + 2 * NGX_INT64_LEN);
     if (p == NULL) {
         return NGX_ERROR;
     }
@@ -236,6 +244,14 @@ ngx_http_checkout_idempotency_gate(ngx_http_request_t *r,
                            ctx->conf->timeout + NGX_HTTP_CHECKOUT_KEY_HOLD)
                - hold.data;
 
+    tp = ngx_timeofday();
+
+    late.data = hold.data + hold.len;
+    late.len = ngx_sprintf(late.data, "%uL",
+                           (uint64_t) tp->sec * 1000 + tp->msec
+                           + ctx->conf->redis_timeout)
+               - late.data;
+
     argv[0] = "EVAL";
     argvlen[0] = 4;
     argv[1] = (const char *) ngx_http_checkout_gate_script.data;
@@ -248,11 +264,13 @@ ngx_http_checkout_idempotency_gate(ngx_http_request_t *r,
     argvlen[4] = ctx->fingerprint.len;
     argv[5] = (const char *) hold.data;
     argvlen[5] = hold.len;
+    argv[6] = (const char *) late.data;
+    argvlen[6] = late.len;
 
     ctx->command = ngx_http_checkout_redis_command(ctx->conf->redis->redis,
                                        ctx->conf->redis_timeout,
                                        ngx_http_checkout_idempotency_done,
-                                       ctx, 6, argv, argvlen);
+                                       ctx, 7, argv, argvlen);
 
     if (ctx->command == NULL) {
         ctx->gate = NGX_HTTP_CHECKOUT_GATE_UNAVAILABLE;
@@ -312,6 +330,15 @@ ngx_http_checkout_idempotency_done(void *data, redisReply *reply)
                    && ngx_strncmp(state->str, "running", 7) == 0)
         {
             ctx->gate = NGX_HTTP_CHECKOUT_GATE_RUNNING;
+
+        } else if (state->len == 4 && ngx_strncmp(state->str, "late", 4) == 0)
+        {
+            /* in time for nginx, late for Redis: the clocks disagree */
+
+            ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                          "checkout idempotency: redis %V's clock is ahead "
+                          "of this host's by more than "
+                          "checkout_redis_timeout", &ctx->conf->redis->name);
 
         } else if (reply->elements == 5
                    && ngx_http_checkout_idempotency_copy(r, reply->element[1],

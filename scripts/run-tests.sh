@@ -27,12 +27,15 @@ for m in $TEST_NGINX_LOAD_MODULES; do
     [ -f "$m" ] || { echo "run-tests: missing module $m" >&2; exit 1; }
 done
 
-# Stops the nginx master processes whose pid files are under t/servroot*,
-# and their workers.
+# Stops the nginx processes left in the server roots of the files run here
+# (t/servroot-NAME for t/NAME.t), and no one else's: a concurrent run of
+# other files in the same checkout keeps its servers.
 stop_leftovers() {
-    local pidfile pid
+    local pidfile pid f
     shopt -s nullglob
-    for pidfile in "$root"/t/servroot*/logs/nginx.pid; do
+    for f in "${files[@]}"; do
+        pidfile="$root/t/servroot-$(basename "$f" .t)/logs/nginx.pid"
+        [ -f "$pidfile" ] || continue
         pid=$(cat "$pidfile" 2>/dev/null || true)
         case $pid in ''|*[!0-9]*) continue ;; esac
         # only an nginx (or valgrind running nginx) still alive
@@ -42,6 +45,7 @@ stop_leftovers() {
         fi
     done
 }
+files=("$@")
 trap stop_leftovers EXIT
 
 echo "run-tests: nginx $TEST_NGINX_BINARY, modules: $TEST_NGINX_LOAD_MODULES${TEST_NGINX_USE_VALGRIND:+, under valgrind}"
