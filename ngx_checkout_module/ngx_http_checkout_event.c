@@ -76,10 +76,15 @@ typedef struct {
     ngx_uint_t                        pending;
     ngx_uint_t                        sequence;
 
-    /* the file being replayed, and its commands still without a reply */
+    /*
+     * The file being replayed, its commands still without a reply, those
+     * that Redis could not take now (the file is replayed again), and its
+     * lines that no replay can take (the file is kept aside for a human).
+     */
     u_char                           *replaying;
     ngx_uint_t                        outstanding;
     ngx_uint_t                        failed;
+    ngx_uint_t                        rejected;
 } ngx_http_checkout_spool_t;
 
 
@@ -115,6 +120,7 @@ static ngx_int_t ngx_http_checkout_spool_claim_file(
 static void ngx_http_checkout_spool_send(ngx_http_checkout_spool_t *spool,
     ngx_pool_t *pool, u_char *start, u_char *end);
 static void ngx_http_checkout_spool_replayed(void *data, redisReply *reply);
+static void ngx_http_checkout_spool_finish(ngx_http_checkout_spool_t *spool);
 
 
 static ngx_http_checkout_spools_t  *ngx_http_checkout_spools;
@@ -678,6 +684,7 @@ ngx_http_checkout_spool_replay(ngx_http_checkout_spool_t *spool)
     }
 
     spool->failed = 0;
+    spool->rejected = 0;
 
     for (last = p + n; p < last; p = eol + 1) {
         eol = ngx_strlchr(p, last, '\n');
@@ -690,8 +697,8 @@ ngx_http_checkout_spool_replay(ngx_http_checkout_spool_t *spool)
         }
     }
 
-    if (spool->outstanding == 0 && spool->failed == 0) {
-        (void) ngx_delete_file(spool->replaying);
+    if (spool->outstanding == 0) {
+        ngx_http_checkout_spool_finish(spool);
     }
 
 done:
@@ -741,8 +748,13 @@ ngx_http_checkout_spool_take(ngx_http_checkout_spool_t *spool)
         name = ngx_de_name(&dir);
         len = ngx_de_namelen(&dir);
 
+        /* files kept aside for a human are not replayed again */
+
         if (len <= spool->prefix.len
-            || ngx_strncmp(name, spool->prefix.data, spool->prefix.len) != 0)
+            || ngx_strncmp(name, spool->prefix.data, spool->prefix.len) != 0
+            || (len > sizeof(".rejected") - 1
+                && ngx_strncmp(name + len - (sizeof(".rejected") - 1),
+                               ".rejected", sizeof(".rejected") - 1) == 0))
         {
             continue;
         }
@@ -794,6 +806,13 @@ ngx_http_checkout_spool_claim_file(ngx_http_checkout_spool_t *spool,
                 &spool->prefix, ngx_pid, spool->sequence++);
 
     if (ngx_rename_file(from, to) == NGX_FILE_ERROR) {
+
+        /* another worker took it first */
+
+        if (ngx_errno == NGX_ENOENT) {
+            return NGX_DECLINED;
+        }
+
         ngx_log_error(NGX_LOG_ALERT, ngx_http_checkout_spools->log,
                       ngx_errno, ngx_rename_file_n " \"%s\" to \"%s\" failed",
                       from, to);
@@ -827,9 +846,10 @@ ngx_http_checkout_spool_send(ngx_http_checkout_spool_t *spool,
         || root->type != NGX_HTTP_CHECKOUT_JSON_ARRAY)
     {
         ngx_log_error(NGX_LOG_ALERT, ngx_http_checkout_spools->log, 0,
-                      "checkout spool \"%s\": a line is not an event, "
-                      "skipped: \"%*s\"", spool->replaying,
+                      "checkout spool \"%s\": a line is not an event: "
+                      "\"%*s\"", spool->replaying,
                       (size_t) (end - start), start);
+        spool->rejected++;
         return;
     }
 
@@ -862,13 +882,32 @@ ngx_http_checkout_spool_replayed(void *data, redisReply *reply)
 
     spool->outstanding--;
 
-    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+    if (reply == NULL) {
         spool->failed++;
+
+    } else if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_http_checkout_spools->log, 0,
+                      "checkout spool \"%s\": redis refused an event: %*s",
+                      spool->replaying, (size_t) reply->len, reply->str);
+        spool->rejected++;
     }
 
-    if (spool->outstanding) {
-        return;
+    if (spool->outstanding == 0) {
+        ngx_http_checkout_spool_finish(spool);
     }
+}
+
+
+/*
+ * A file whose every line is in Redis goes; one that Redis could not
+ * take now is replayed again; one with lines no replay can take is kept
+ * aside, as NAME.rejected, with the events it holds.
+ */
+
+static void
+ngx_http_checkout_spool_finish(ngx_http_checkout_spool_t *spool)
+{
+    u_char  *p, aside[NGX_MAX_PATH];
 
     if (spool->failed) {
         ngx_log_error(NGX_LOG_WARN, ngx_http_checkout_spools->log, 0,
@@ -877,8 +916,26 @@ ngx_http_checkout_spool_replayed(void *data, redisReply *reply)
         return;
     }
 
-    ngx_log_error(NGX_LOG_NOTICE, ngx_http_checkout_spools->log, 0,
-                  "checkout spool \"%s\" replayed", spool->replaying);
+    if (spool->rejected == 0) {
+        ngx_log_error(NGX_LOG_NOTICE, ngx_http_checkout_spools->log, 0,
+                      "checkout spool \"%s\" replayed", spool->replaying);
 
-    (void) ngx_delete_file(spool->replaying);
+        (void) ngx_delete_file(spool->replaying);
+        return;
+    }
+
+    p = ngx_snprintf(aside, NGX_MAX_PATH - 1, "%s.rejected",
+                     spool->replaying);
+    *p = '\0';
+
+    if (ngx_rename_file(spool->replaying, aside) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_http_checkout_spools->log,
+                      ngx_errno, ngx_rename_file_n " \"%s\" to \"%s\" failed",
+                      spool->replaying, aside);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ALERT, ngx_http_checkout_spools->log, 0,
+                  "checkout spool: %ui events cannot be replayed, kept in "
+                  "\"%s\"", spool->rejected, aside);
 }

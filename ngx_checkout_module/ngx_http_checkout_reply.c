@@ -406,16 +406,12 @@ static ngx_int_t
 ngx_http_checkout_send(ngx_http_request_t *r, ngx_http_checkout_ctx_t *ctx,
     ngx_uint_t status, ngx_http_checkout_reply_t *reply)
 {
-    ngx_str_t  timing, no_store;
+    ngx_str_t  timing;
 
     ctx->phase = NGX_HTTP_CHECKOUT_PHASE_REPLIED;
 
-    ngx_str_set(&no_store, "no-store");
-
     if (ngx_http_checkout_timings(r->pool, ctx, 1, &timing) != NGX_OK
         || ngx_http_checkout_add_header(r, "Server-Timing", &timing) != NGX_OK
-        || ngx_http_checkout_add_header(r, "Cache-Control", &no_store)
-           != NGX_OK
         || (reply->location.len
             && ngx_http_checkout_add_header(r, "Location", &reply->location)
                != NGX_OK)
@@ -431,7 +427,10 @@ ngx_http_checkout_send(ngx_http_request_t *r, ngx_http_checkout_ctx_t *ctx,
 }
 
 
-/* a JSON body with its status: the one way every reply goes out */
+/*
+ * A JSON body with its status: the one way every reply goes out.  None is
+ * for a cache: each is about one checkout at one moment.
+ */
 
 ngx_int_t
 ngx_http_checkout_send_json(ngx_http_request_t *r, ngx_uint_t status,
@@ -439,7 +438,16 @@ ngx_http_checkout_send_json(ngx_http_request_t *r, ngx_uint_t status,
 {
     ngx_int_t     rc;
     ngx_buf_t    *b;
+    ngx_str_t     no_store;
     ngx_chain_t   out;
+
+    ngx_str_set(&no_store, "no-store");
+
+    if (ngx_http_checkout_add_header(r, "Cache-Control", &no_store)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     r->headers_out.status = status;
 
