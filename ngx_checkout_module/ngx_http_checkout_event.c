@@ -12,43 +12,32 @@
 
 
 #define NGX_HTTP_CHECKOUT_EVENT_ARGS      40
+
+/* EVAL, the script, 3, three keys and the 13 arguments that always come */
+#define NGX_HTTP_CHECKOUT_EVENT_MIN_ARGS  19
+
 #define NGX_HTTP_CHECKOUT_SPOOL_INTERVAL  1000
+#define NGX_HTTP_CHECKOUT_SPOOL_TIMEOUT   1000
+#define NGX_HTTP_CHECKOUT_SPOOL_BATCH     100
 
 
 /*
  * The event, the checkout's state and the idempotent reply in one script,
- * so that they are written together or not at all, and once: the state's
- * "eventId" field is the guard, so a replayed spool entry is not appended
- * again.
+ * written once: the state's "eventId" field, written last, is the guard,
+ * so a replayed spool entry is not appended again, and a script that
+ * failed half-way (Redis does not roll back) is run again whole.  The
+ * idempotency record is only touched when it is this checkout's, or gone.
  *
  * KEYS: stream, state hash, idempotency key or "".
- * ARGV: 1 event id, 2 state TTL, 3 status, 4 time, 5 order id or "",
- * 6 step or "", 7 stream cap or "0", 8 reply status ("" releases the
- * idempotency key), 9 reply body, 10 Location, 11 Retry-After,
- * 12 idempotency TTL in ms, 13 the request's fingerprint (the record may
- * have to be made anew: Redis may have lost it), then the entry's fields
- * and values; no fields means no event, the state only.
+ * ARGV: 1 checkout id (the event's id), 2 state TTL, 3 status, 4 time,
+ * 5 order id or "", 6 step or "", 7 stream cap or "0", 8 reply status
+ * ("" releases the idempotency key), 9 reply body, 10 Location,
+ * 11 Retry-After, 12 idempotency TTL in ms, 13 the request's fingerprint,
+ * then the entry's fields and values; no fields means no event.
  */
 static ngx_str_t  ngx_http_checkout_event_script = ngx_string(
-    "if redis.call('HSETNX', KEYS[2], 'eventId', ARGV[1]) == 0 then "
+    "if redis.call('HEXISTS', KEYS[2], 'eventId') == 1 then "
         "return 0 "
-    "end "
-    "redis.call('HSET', KEYS[2], 'status', ARGV[3], 'created', ARGV[4], "
-               "'updated', ARGV[4]) "
-    "if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'orderId', ARGV[5]) "
-    "end "
-    "if ARGV[6] ~= '' then redis.call('HSET', KEYS[2], 'step', ARGV[6]) "
-    "end "
-    "redis.call('EXPIRE', KEYS[2], ARGV[2]) "
-    "if KEYS[3] ~= '' then "
-        "if ARGV[8] == '' then "
-            "redis.call('DEL', KEYS[3]) "
-        "else "
-            "redis.call('HSET', KEYS[3], 'state', 'done', 'status', ARGV[8], "
-                       "'body', ARGV[9], 'location', ARGV[10], "
-                       "'retryAfter', ARGV[11], 'fingerprint', ARGV[13]) "
-            "redis.call('PEXPIRE', KEYS[3], ARGV[12]) "
-        "end "
     "end "
     "if #ARGV > 13 then "
         "if ARGV[7] ~= '0' then "
@@ -58,7 +47,44 @@ static ngx_str_t  ngx_http_checkout_event_script = ngx_string(
             "redis.call('XADD', KEYS[1], '*', unpack(ARGV, 14)) "
         "end "
     "end "
+    "if KEYS[3] ~= '' then "
+        "local owner = redis.call('HGET', KEYS[3], 'checkoutId') "
+        "if not owner or owner == ARGV[1] then "
+            "if ARGV[8] == '' then "
+                "redis.call('DEL', KEYS[3]) "
+            "else "
+                "redis.call('HSET', KEYS[3], 'state', 'done', "
+                           "'status', ARGV[8], 'body', ARGV[9], "
+                           "'location', ARGV[10], 'retryAfter', ARGV[11], "
+                           "'fingerprint', ARGV[13], 'checkoutId', ARGV[1]) "
+                "redis.call('PEXPIRE', KEYS[3], ARGV[12]) "
+            "end "
+        "end "
+    "end "
+    "redis.call('HSET', KEYS[2], 'status', ARGV[3], 'created', ARGV[4], "
+               "'updated', ARGV[4]) "
+    "if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'orderId', ARGV[5]) "
+    "end "
+    "if ARGV[6] ~= '' then redis.call('HSET', KEYS[2], 'step', ARGV[6]) "
+    "end "
+    "redis.call('HSET', KEYS[2], 'eventId', ARGV[1]) "
+    "redis.call('EXPIRE', KEYS[2], ARGV[2]) "
     "return 1");
+
+
+/* errors after which Redis may take the same command later */
+static ngx_str_t  ngx_http_checkout_event_transient[] = {
+    ngx_string("OOM"),
+    ngx_string("MISCONF"),
+    ngx_string("READONLY"),
+    ngx_string("NOREPLICAS"),
+    ngx_string("BUSY"),
+    ngx_string("MASTERDOWN"),
+    ngx_string("LOADING"),
+    ngx_string("TRYAGAIN"),
+    ngx_string("CLUSTERDOWN"),
+    ngx_null_string
+};
 
 
 /* an event's command, as sent and as written to the spool */
@@ -72,16 +98,22 @@ struct ngx_http_checkout_event_args_s {
 typedef struct {
     ngx_http_checkout_redis_conf_t   *redis;
     ngx_str_t                         prefix;
+
+    /* the file events are appended to, and its length on disk */
     ngx_fd_t                          fd;
-    ngx_uint_t                        pending;
+    off_t                             size;
     ngx_uint_t                        sequence;
 
     /*
-     * The file being replayed, its commands still without a reply, those
-     * that Redis could not take now (the file is replayed again), and its
-     * lines that no replay can take (the file is kept aside for a human).
+     * The file being replayed, a batch of lines at a time: where the
+     * batch starts and ends, its commands still without a reply, those
+     * that Redis could not take now (the batch is sent again), and the
+     * file's lines that no replay can take (it is then kept aside).
      */
     u_char                           *replaying;
+    ngx_fd_t                          replay_fd;
+    off_t                             offset;
+    off_t                             batch_end;
     ngx_uint_t                        outstanding;
     ngx_uint_t                        failed;
     ngx_uint_t                        rejected;
@@ -102,7 +134,7 @@ static ngx_int_t ngx_http_checkout_event_data(ngx_http_request_t *r,
     ngx_http_checkout_ctx_t *ctx, ngx_str_t *data);
 static ngx_int_t ngx_http_checkout_event_send(
     ngx_http_checkout_redis_conf_t *redis, ngx_msec_t timeout,
-    ngx_http_checkout_event_args_t *args,
+    ngx_uint_t cancelable, ngx_http_checkout_event_args_t *args,
     ngx_http_checkout_redis_handler_pt handler, void *data,
     ngx_http_checkout_redis_cmd_t **cmd);
 static void ngx_http_checkout_event_done(void *data, redisReply *reply);
@@ -111,15 +143,19 @@ static ngx_http_checkout_spool_t *ngx_http_checkout_spool_find(
 static ngx_int_t ngx_http_checkout_spool_write(ngx_http_request_t *r,
     ngx_http_checkout_redis_conf_t *redis,
     ngx_http_checkout_event_args_t *args);
+static u_char *ngx_http_checkout_spool_name(u_char *buf,
+    ngx_http_checkout_spool_t *spool, ngx_int_t sequence);
 static void ngx_http_checkout_spool_timer(ngx_event_t *ev);
 static void ngx_http_checkout_spool_replay(ngx_http_checkout_spool_t *spool);
 static ngx_int_t ngx_http_checkout_spool_take(
     ngx_http_checkout_spool_t *spool);
-static ngx_int_t ngx_http_checkout_spool_claim_file(
+static ngx_int_t ngx_http_checkout_spool_claim(
     ngx_http_checkout_spool_t *spool, u_char *from);
 static void ngx_http_checkout_spool_send(ngx_http_checkout_spool_t *spool,
     ngx_pool_t *pool, u_char *start, u_char *end);
 static void ngx_http_checkout_spool_replayed(void *data, redisReply *reply);
+static void ngx_http_checkout_spool_batch_done(
+    ngx_http_checkout_spool_t *spool);
 static void ngx_http_checkout_spool_finish(ngx_http_checkout_spool_t *spool);
 
 
@@ -151,7 +187,7 @@ ngx_http_checkout_event_publish(ngx_http_request_t *r,
     }
 
     if (ngx_http_checkout_event_send(ctx->conf->redis,
-                                     ctx->conf->redis_timeout, args,
+                                     ctx->conf->redis_timeout, 0, args,
                                      ngx_http_checkout_event_done, ctx,
                                      &ctx->command)
         != NGX_OK)
@@ -362,7 +398,8 @@ ngx_http_checkout_event_data(ngx_http_request_t *r,
 
 static ngx_int_t
 ngx_http_checkout_event_send(ngx_http_checkout_redis_conf_t *redis,
-    ngx_msec_t timeout, ngx_http_checkout_event_args_t *args,
+    ngx_msec_t timeout, ngx_uint_t cancelable,
+    ngx_http_checkout_event_args_t *args,
     ngx_http_checkout_redis_handler_pt handler, void *data,
     ngx_http_checkout_redis_cmd_t **cmd)
 {
@@ -375,8 +412,9 @@ ngx_http_checkout_event_send(ngx_http_checkout_redis_conf_t *redis,
         argvlen[i] = args->argv[i].len;
     }
 
-    *cmd = ngx_http_checkout_redis_command(redis->redis, timeout, handler,
-                                           data, args->argc, argv, argvlen);
+    *cmd = ngx_http_checkout_redis_command(redis->redis, timeout, cancelable,
+                                           handler, data, args->argc, argv,
+                                           argvlen);
 
     return *cmd ? NGX_OK : NGX_ERROR;
 }
@@ -406,11 +444,7 @@ ngx_http_checkout_event_done(void *data, redisReply *reply)
         (void) ngx_http_checkout_spool_write(r, ctx->conf->redis, ctx->event);
     }
 
-    /* this runs in Redis's event: the request's own work is posted */
-
-    if (ngx_http_post_request(r, NULL) != NGX_OK) {
-        ngx_http_finalize_request(r, NGX_ERROR);
-    }
+    ngx_http_checkout_wake(r);
 
     ngx_http_run_posted_requests(c);
 }
@@ -436,6 +470,15 @@ ngx_http_checkout_spool_init(ngx_cycle_t *cycle,
 
     if (cmcf->spool.len == 0 || cmcf->servers.nelts == 0) {
         return NGX_OK;
+    }
+
+    /* said at once, not at the first event that would be lost */
+
+    if (access((char *) cmcf->spool.data, W_OK|X_OK) == -1) {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, ngx_errno,
+                      "checkout spool directory \"%V\" is not writable "
+                      "by this worker: events Redis cannot take will be "
+                      "lost", &cmcf->spool);
     }
 
     spools = ngx_pcalloc(cycle->pool, sizeof(ngx_http_checkout_spools_t));
@@ -465,6 +508,7 @@ ngx_http_checkout_spool_init(ngx_cycle_t *cycle,
 
         spool->redis = server[i];
         spool->fd = NGX_INVALID_FILE;
+        spool->replay_fd = NGX_INVALID_FILE;
 
         /* "redis-<n>-": one prefix per server, in the order configured */
 
@@ -520,6 +564,8 @@ ngx_http_checkout_spool_find(ngx_http_checkout_redis_conf_t *redis)
 /*
  * The one blocking call in the request path, and only when Redis has
  * failed: the event must be on disk before the client is told anything.
+ * A line written in part (a full disk) is cut off again, so that the
+ * next event does not join it.
  */
 
 static ngx_int_t
@@ -527,8 +573,8 @@ ngx_http_checkout_spool_write(ngx_http_request_t *r,
     ngx_http_checkout_redis_conf_t *redis,
     ngx_http_checkout_event_args_t *args)
 {
-    u_char                           *p;
-    ngx_str_t                         line, name;
+    u_char                           *p, name[NGX_MAX_PATH];
+    ngx_str_t                         line;
     ngx_uint_t                        i;
     ngx_http_checkout_spool_t        *spool;
     ngx_http_checkout_json_writer_t   w;
@@ -553,29 +599,6 @@ ngx_http_checkout_spool_write(ngx_http_request_t *r,
         goto lost;
     }
 
-    if (spool->fd == NGX_INVALID_FILE) {
-        name.len = ngx_http_checkout_spools->dir.len + spool->prefix.len
-                   + NGX_INT_T_LEN + sizeof("/.spool");
-        name.data = ngx_pnalloc(r->pool, name.len);
-        if (name.data == NULL) {
-            goto lost;
-        }
-
-        p = ngx_sprintf(name.data, "%V/%V%P.spool%Z",
-                        &ngx_http_checkout_spools->dir, &spool->prefix,
-                        ngx_pid);
-
-        spool->fd = ngx_open_file(name.data, NGX_FILE_APPEND,
-                                  NGX_FILE_CREATE_OR_OPEN,
-                                  NGX_FILE_DEFAULT_ACCESS);
-
-        if (spool->fd == NGX_INVALID_FILE) {
-            ngx_log_error(NGX_LOG_CRIT, r->connection->log, ngx_errno,
-                          ngx_open_file_n " \"%s\" failed", name.data);
-            goto lost;
-        }
-    }
-
     p = ngx_pnalloc(r->pool, line.len + 1);
     if (p == NULL) {
         goto lost;
@@ -585,15 +608,39 @@ ngx_http_checkout_spool_write(ngx_http_request_t *r,
     p[line.len++] = '\n';
     line.data = p;
 
+    if (spool->fd == NGX_INVALID_FILE) {
+        if (ngx_http_checkout_spool_name(name, spool, -1) == NULL) {
+            goto lost;
+        }
+
+        spool->fd = ngx_open_file(name, NGX_FILE_APPEND,
+                                  NGX_FILE_CREATE_OR_OPEN,
+                                  NGX_FILE_DEFAULT_ACCESS);
+
+        if (spool->fd == NGX_INVALID_FILE) {
+            ngx_log_error(NGX_LOG_CRIT, r->connection->log, ngx_errno,
+                          ngx_open_file_n " \"%s\" failed", name);
+            goto lost;
+        }
+
+        spool->size = lseek(spool->fd, 0, SEEK_END);
+    }
+
     if (ngx_write_fd(spool->fd, line.data, line.len) != (ssize_t) line.len
         || fsync(spool->fd) == -1)
     {
         ngx_log_error(NGX_LOG_CRIT, r->connection->log, ngx_errno,
                       "checkout spool write failed");
+
+        if (ftruncate(spool->fd, spool->size) == -1) {
+            ngx_log_error(NGX_LOG_CRIT, r->connection->log, ngx_errno,
+                          "checkout spool truncate failed");
+        }
+
         goto lost;
     }
 
-    spool->pending++;
+    spool->size += line.len;
 
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                   "checkout %V: redis %V unavailable, event spooled",
@@ -608,6 +655,37 @@ lost:
                   "event lost", &args->argv[6], &redis->name);
 
     return NGX_DECLINED;
+}
+
+
+/* DIR/redis-N-PID.spool, or DIR/redis-N-PID-SEQ.replay for a sequence */
+
+static u_char *
+ngx_http_checkout_spool_name(u_char *buf, ngx_http_checkout_spool_t *spool,
+    ngx_int_t sequence)
+{
+    u_char  *p, *last;
+
+    last = buf + NGX_MAX_PATH - 1;
+
+    if (sequence < 0) {
+        p = ngx_slprintf(buf, last, "%V/%V%P.spool",
+                         &ngx_http_checkout_spools->dir, &spool->prefix,
+                         ngx_pid);
+
+    } else {
+        p = ngx_slprintf(buf, last, "%V/%V%P-%i.replay",
+                         &ngx_http_checkout_spools->dir, &spool->prefix,
+                         ngx_pid, sequence);
+    }
+
+    if (p == last) {
+        return NULL;
+    }
+
+    *p = '\0';
+
+    return buf;
 }
 
 
@@ -629,92 +707,134 @@ ngx_http_checkout_spool_timer(ngx_event_t *ev)
         }
     }
 
-    if (!ngx_exiting && !ngx_terminate) {
+    if (!ev->timer_set && !ngx_exiting && !ngx_terminate) {
         ngx_add_timer(ev, NGX_HTTP_CHECKOUT_SPOOL_INTERVAL);
     }
 }
 
 
-/* one file a tick: its lines are pipelined to Redis, in their order */
+/*
+ * Sends the next batch of the file being replayed (taking a file first if
+ * none is): at most NGX_HTTP_CHECKOUT_SPOOL_BATCH lines in order, so that
+ * a large spool neither stalls the worker nor crowds out live requests on
+ * the connection they share.
+ */
 
 static void
 ngx_http_checkout_spool_replay(ngx_http_checkout_spool_t *spool)
 {
-    u_char           *p, *last, *eol;
+    u_char           *buf, *p, *last, *eol;
+    size_t            size;
     ssize_t           n;
-    ngx_fd_t          fd;
+    ngx_uint_t        lines, at_end;
     ngx_pool_t       *pool;
     ngx_file_info_t   fi;
 
-    if (ngx_http_checkout_spool_take(spool) != NGX_OK) {
+    if (spool->replay_fd == NGX_INVALID_FILE) {
+        if (ngx_http_checkout_spool_take(spool) != NGX_OK) {
+            return;
+        }
+
+        spool->replay_fd = ngx_open_file(spool->replaying, NGX_FILE_RDONLY,
+                                         NGX_FILE_OPEN, 0);
+
+        if (spool->replay_fd == NGX_INVALID_FILE) {
+            ngx_log_error(NGX_LOG_ALERT, ngx_http_checkout_spools->log,
+                          ngx_errno, ngx_open_file_n " \"%s\" failed",
+                          spool->replaying);
+            return;
+        }
+
+        spool->offset = 0;
+        spool->rejected = 0;
+    }
+
+    if (ngx_fd_info(spool->replay_fd, &fi) == NGX_FILE_ERROR) {
         return;
     }
 
-    fd = ngx_open_file(spool->replaying, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-    if (fd == NGX_INVALID_FILE) {
-        ngx_log_error(NGX_LOG_ALERT, ngx_http_checkout_spools->log,
-                      ngx_errno, ngx_open_file_n " \"%s\" failed",
-                      spool->replaying);
+    if (spool->offset >= ngx_file_size(&fi)) {
+        ngx_http_checkout_spool_finish(spool);
         return;
-    }
-
-    pool = NULL;
-
-    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
-        goto done;
     }
 
     pool = ngx_create_pool(NGX_DEFAULT_POOL_SIZE,
                            ngx_http_checkout_spools->log);
     if (pool == NULL) {
-        goto done;
+        return;
     }
 
-    p = ngx_pnalloc(pool, ngx_file_size(&fi));
-    if (p == NULL) {
-        goto done;
-    }
+    /* a batch is read whole: from a page up to the rest of the file */
 
-    n = ngx_read_fd(fd, p, ngx_file_size(&fi));
-    if (n != (ssize_t) ngx_file_size(&fi)) {
-        ngx_log_error(NGX_LOG_ALERT, ngx_http_checkout_spools->log,
-                      ngx_errno, "checkout spool \"%s\" read failed",
-                      spool->replaying);
-        goto done;
+    size = ngx_pagesize;
+
+    for ( ;; ) {
+        size = ngx_min(size, (size_t) (ngx_file_size(&fi) - spool->offset));
+
+        buf = ngx_pnalloc(pool, size);
+        if (buf == NULL) {
+            goto done;
+        }
+
+        n = pread(spool->replay_fd, buf, size, spool->offset);
+        if (n != (ssize_t) size) {
+            ngx_log_error(NGX_LOG_ALERT, ngx_http_checkout_spools->log,
+                          ngx_errno, "checkout spool \"%s\" read failed",
+                          spool->replaying);
+            goto done;
+        }
+
+        last = buf + n;
+        at_end = (spool->offset + (off_t) size == ngx_file_size(&fi));
+
+        if (at_end || ngx_strlchr(buf, last, '\n')) {
+            break;
+        }
+
+        size *= 2;
     }
 
     spool->failed = 0;
-    spool->rejected = 0;
 
-    for (last = p + n; p < last; p = eol + 1) {
+    for (lines = 0, p = buf; p < last; p = eol + 1) {
         eol = ngx_strlchr(p, last, '\n');
+
         if (eol == NULL) {
+            if (!at_end) {
+                break;
+            }
+
+            /* a last line without its end is one no replay can take */
             eol = last;
         }
 
         if (eol > p) {
             ngx_http_checkout_spool_send(spool, pool, p, eol);
         }
+
+        if (++lines == NGX_HTTP_CHECKOUT_SPOOL_BATCH) {
+            p = eol + 1;
+            break;
+        }
     }
 
+    spool->batch_end = spool->offset + (ngx_min(p, last) - buf);
+
     if (spool->outstanding == 0) {
-        ngx_http_checkout_spool_finish(spool);
+        ngx_http_checkout_spool_batch_done(spool);
     }
 
 done:
 
-    (void) ngx_close_file(fd);
-
-    if (pool) {
-        ngx_destroy_pool(pool);
-    }
+    ngx_destroy_pool(pool);
 }
 
 
 /*
- * Chooses the next file to replay, in spool->replaying: one left by an
- * earlier replay, one of a worker that is gone, or this worker's own
- * spool, closed and renamed so that new events start a new file.
+ * Chooses the next file to replay, in spool->replaying, oldest first: one
+ * an earlier replay of this worker left, then one of a worker that is
+ * gone, then this worker's own spool, closed and renamed so that new
+ * events start a new file.
  */
 
 static ngx_int_t
@@ -728,17 +848,6 @@ ngx_http_checkout_spool_take(ngx_http_checkout_spool_t *spool)
 
     path = &ngx_http_checkout_spools->dir;
     rc = NGX_DECLINED;
-
-    if (spool->pending) {
-        (void) ngx_close_file(spool->fd);
-        spool->fd = NGX_INVALID_FILE;
-        spool->pending = 0;
-
-        p = ngx_sprintf(spool->replaying, "%V/%V%P.spool%Z", path,
-                        &spool->prefix, ngx_pid);
-
-        return ngx_http_checkout_spool_claim_file(spool, spool->replaying);
-    }
 
     if (ngx_open_dir(path, &dir) == NGX_ERROR) {
         return NGX_DECLINED;
@@ -766,7 +875,7 @@ ngx_http_checkout_spool_take(ngx_http_checkout_spool_t *spool)
             pid = pid * 10 + (*p - '0');
         }
 
-        /* a live worker's file is its own business */
+        /* a live worker's file is its own business; ours comes last */
 
         if (pid != ngx_pid && (kill(pid, 0) == 0 || ngx_errno == NGX_EPERM))
         {
@@ -777,33 +886,45 @@ ngx_http_checkout_spool_take(ngx_http_checkout_spool_t *spool)
             continue;
         }
 
-        ngx_sprintf(spool->replaying, "%V/%*s%Z", path, len, name);
-        rc = ngx_http_checkout_spool_claim_file(spool, spool->replaying);
+        if (ngx_snprintf(spool->replaying, NGX_MAX_PATH - 1, "%V/%*s%Z",
+                         path, len, name)
+            == spool->replaying + NGX_MAX_PATH - 1)
+        {
+            continue;
+        }
+
+        rc = (pid == ngx_pid)
+             ? NGX_OK
+             : ngx_http_checkout_spool_claim(spool, spool->replaying);
     }
 
     (void) ngx_close_dir(&dir);
 
-    return rc;
+    if (rc != NGX_DECLINED || spool->fd == NGX_INVALID_FILE) {
+        return rc;
+    }
+
+    (void) ngx_close_file(spool->fd);
+    spool->fd = NGX_INVALID_FILE;
+
+    if (ngx_http_checkout_spool_name(spool->replaying, spool, -1) == NULL) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_checkout_spool_claim(spool, spool->replaying);
 }
 
 
 /* renamed to this worker's next replay file, it is ours alone */
 
 static ngx_int_t
-ngx_http_checkout_spool_claim_file(ngx_http_checkout_spool_t *spool,
-    u_char *from)
+ngx_http_checkout_spool_claim(ngx_http_checkout_spool_t *spool, u_char *from)
 {
     u_char  to[NGX_MAX_PATH];
 
-    if (ngx_http_checkout_spools->dir.len + spool->prefix.len
-        + 2 * NGX_INT_T_LEN + sizeof("/-.replay") > NGX_MAX_PATH
-        || ngx_strlen(from) >= NGX_MAX_PATH)
-    {
+    if (ngx_http_checkout_spool_name(to, spool, spool->sequence++) == NULL) {
         return NGX_ERROR;
     }
-
-    ngx_sprintf(to, "%V/%V%P-%ui.replay%Z", &ngx_http_checkout_spools->dir,
-                &spool->prefix, ngx_pid, spool->sequence++);
 
     if (ngx_rename_file(from, to) == NGX_FILE_ERROR) {
 
@@ -825,6 +946,11 @@ ngx_http_checkout_spool_claim_file(ngx_http_checkout_spool_t *spool,
 }
 
 
+/*
+ * A line is only ever sent as what the module writes: the event script
+ * with its keys and arguments, all strings.  Anything else is not sent.
+ */
+
 static void
 ngx_http_checkout_spool_send(ngx_http_checkout_spool_t *spool,
     ngx_pool_t *pool, u_char *start, u_char *end)
@@ -841,30 +967,40 @@ ngx_http_checkout_spool_send(ngx_http_checkout_spool_t *spool,
     in.buf = &b;
     in.next = NULL;
 
+    args.argc = 0;
+
     if (ngx_http_checkout_json_parse(pool, &in, 2, &root)
-        != NGX_HTTP_CHECKOUT_JSON_OK
-        || root->type != NGX_HTTP_CHECKOUT_JSON_ARRAY)
+        == NGX_HTTP_CHECKOUT_JSON_OK
+        && root->type == NGX_HTTP_CHECKOUT_JSON_ARRAY)
+    {
+        for (v = root->child; v; v = v->next) {
+            if (v->type != NGX_HTTP_CHECKOUT_JSON_STRING
+                || args.argc == NGX_HTTP_CHECKOUT_EVENT_ARGS)
+            {
+                args.argc = 0;
+                break;
+            }
+
+            args.argv[args.argc++] = v->value;
+        }
+    }
+
+    if (args.argc < NGX_HTTP_CHECKOUT_EVENT_MIN_ARGS
+        || args.argv[0].len != 4
+        || ngx_strncmp(args.argv[0].data, "EVAL", 4) != 0)
     {
         ngx_log_error(NGX_LOG_ALERT, ngx_http_checkout_spools->log, 0,
                       "checkout spool \"%s\": a line is not an event: "
                       "\"%*s\"", spool->replaying,
-                      (size_t) (end - start), start);
+                      ngx_min((size_t) (end - start), 256), start);
         spool->rejected++;
         return;
     }
 
-    args.argc = 0;
-
-    for (v = root->child;
-         v && args.argc < NGX_HTTP_CHECKOUT_EVENT_ARGS;
-         v = v->next)
-    {
-        args.argv[args.argc++] = v->value;
-    }
-
-    if (ngx_http_checkout_event_send(spool->redis, 1000, &args,
-                                     ngx_http_checkout_spool_replayed, spool,
-                                     &cmd)
+    if (ngx_http_checkout_event_send(spool->redis,
+                                     NGX_HTTP_CHECKOUT_SPOOL_TIMEOUT, 1,
+                                     &args, ngx_http_checkout_spool_replayed,
+                                     spool, &cmd)
         != NGX_OK)
     {
         spool->failed++;
@@ -880,28 +1016,73 @@ ngx_http_checkout_spool_replayed(void *data, redisReply *reply)
 {
     ngx_http_checkout_spool_t *spool = data;
 
+    ngx_str_t   *transient;
+    ngx_uint_t   level;
+
     spool->outstanding--;
 
     if (reply == NULL) {
         spool->failed++;
 
     } else if (reply->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_ALERT, ngx_http_checkout_spools->log, 0,
+
+        for (transient = ngx_http_checkout_event_transient;
+             transient->len;
+             transient++)
+        {
+            if (reply->len >= transient->len
+                && ngx_strncmp(reply->str, transient->data, transient->len)
+                   == 0)
+            {
+                break;
+            }
+        }
+
+        level = transient->len ? NGX_LOG_WARN : NGX_LOG_ALERT;
+
+        ngx_log_error(level, ngx_http_checkout_spools->log, 0,
                       "checkout spool \"%s\": redis refused an event: %*s",
                       spool->replaying, (size_t) reply->len, reply->str);
-        spool->rejected++;
+
+        if (transient->len) {
+            spool->failed++;
+
+        } else {
+            spool->rejected++;
+        }
     }
 
     if (spool->outstanding == 0) {
-        ngx_http_checkout_spool_finish(spool);
+        ngx_http_checkout_spool_batch_done(spool);
     }
 }
 
 
 /*
- * A file whose every line is in Redis goes; one that Redis could not
- * take now is replayed again; one with lines no replay can take is kept
- * aside, as NAME.rejected, with the events it holds.
+ * A batch that Redis could not take now is sent again a round later (the
+ * script's guard makes a repeat harmless); otherwise the next batch goes
+ * at once, until the file is done.
+ */
+
+static void
+ngx_http_checkout_spool_batch_done(ngx_http_checkout_spool_t *spool)
+{
+    if (spool->failed) {
+        ngx_log_error(NGX_LOG_WARN, ngx_http_checkout_spools->log, 0,
+                      "checkout spool \"%s\": %ui events not replayed, "
+                      "retrying", spool->replaying, spool->failed);
+        return;
+    }
+
+    spool->offset = spool->batch_end;
+
+    ngx_add_timer(&ngx_http_checkout_spools->timer, 1);
+}
+
+
+/*
+ * A file whose every line is in Redis goes; one with lines no replay can
+ * take is kept aside, as NAME.rejected, with the events it holds.
  */
 
 static void
@@ -909,12 +1090,8 @@ ngx_http_checkout_spool_finish(ngx_http_checkout_spool_t *spool)
 {
     u_char  *p, aside[NGX_MAX_PATH];
 
-    if (spool->failed) {
-        ngx_log_error(NGX_LOG_WARN, ngx_http_checkout_spools->log, 0,
-                      "checkout spool \"%s\": %ui events not replayed, "
-                      "retrying", spool->replaying, spool->failed);
-        return;
-    }
+    (void) ngx_close_file(spool->replay_fd);
+    spool->replay_fd = NGX_INVALID_FILE;
 
     if (spool->rejected == 0) {
         ngx_log_error(NGX_LOG_NOTICE, ngx_http_checkout_spools->log, 0,

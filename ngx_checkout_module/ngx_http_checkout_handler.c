@@ -196,6 +196,12 @@ ngx_http_checkout_begin(ngx_http_request_t *r, ngx_http_checkout_ctx_t *ctx)
         return rc;
     }
 
+    /* the id is made first: the idempotency record names its checkout */
+
+    if (ngx_http_checkout_create_id(r, &ctx->id) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     r->write_event_handler = ngx_http_checkout_resume;
 
     rc = ngx_http_checkout_idempotency_gate(r, ctx);
@@ -220,6 +226,13 @@ ngx_http_checkout_pass_gate(ngx_http_request_t *r,
 {
     ngx_uint_t                      i;
     ngx_http_checkout_step_conf_t  *conf;
+
+    if (ctx->gate != NGX_HTTP_CHECKOUT_GATE_NONE
+        && ctx->gate != NGX_HTTP_CHECKOUT_GATE_NEW)
+    {
+        /* no checkout starts: $checkout_id is not this unused one */
+        ngx_str_null(&ctx->id);
+    }
 
     switch (ctx->gate) {
 
@@ -250,10 +263,6 @@ ngx_http_checkout_pass_gate(ngx_http_request_t *r,
 
     default: /* NGX_HTTP_CHECKOUT_GATE_NONE, NGX_HTTP_CHECKOUT_GATE_NEW */
         break;
-    }
-
-    if (ngx_http_checkout_create_id(r, &ctx->id) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     ctx->steps = ngx_pcalloc(r->pool, ctx->conf->steps->nelts
@@ -600,6 +609,21 @@ ngx_http_checkout_decide(ngx_http_checkout_ctx_t *ctx,
 
         ctx->outcome = NGX_HTTP_CHECKOUT_FAILED;
         ctx->status = NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+}
+
+
+/*
+ * A result came in (a step, Redis): the checkout's own logic runs from
+ * nginx's posted requests, not inside a subrequest's finalization; a
+ * Redis callback runs them right after, outside hiredis's own state.
+ */
+
+void
+ngx_http_checkout_wake(ngx_http_request_t *r)
+{
+    if (ngx_http_post_request(r, NULL) != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_ERROR);
     }
 }
 

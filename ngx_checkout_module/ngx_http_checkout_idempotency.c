@@ -13,6 +13,7 @@
 
 
 #define NGX_HTTP_CHECKOUT_KEY_MAX_LEN  255
+#define NGX_HTTP_CHECKOUT_SHA1_LEN     20
 
 /* how long a running checkout holds its key beyond its own budget */
 #define NGX_HTTP_CHECKOUT_KEY_HOLD     30000
@@ -24,7 +25,7 @@
  * that runs after its request gave up (Redis was paused) takes nothing:
  * the client was told that nothing was done.
  * KEYS: the key's hash.  ARGV: fingerprint, hold in ms, give-up time in
- * Unix ms.
+ * Unix ms, the checkout's id (whose record it is).
  */
 static ngx_str_t  ngx_http_checkout_gate_script = ngx_string(
     "local t = redis.call('TIME') "
@@ -35,7 +36,7 @@ static ngx_str_t  ngx_http_checkout_gate_script = ngx_string(
                          "'status', 'body', 'location', 'retryAfter') "
     "if not v[1] then "
         "redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], "
-                   "'state', 'running') "
+                   "'state', 'running', 'checkoutId', ARGV[4]) "
         "redis.call('PEXPIRE', KEYS[1], ARGV[2]) "
         "return {'new'} "
     "end "
@@ -57,7 +58,7 @@ static ngx_int_t ngx_http_checkout_idempotency_copy(ngx_http_request_t *r,
 /*
  * Idempotency-Key as the IETF httpapi draft has it, an sf-string
  * ("8e03..."), or Stripe's bare form.  One header at most, 1-255 bytes,
- * no control characters.  NGX_DECLINED: the request is bad input.
+ * printable ASCII.  NGX_DECLINED: the request is bad input.
  */
 
 ngx_int_t
@@ -178,8 +179,10 @@ ngx_http_checkout_idempotency_parse(ngx_str_t *value, ngx_str_t *key)
         return NGX_ERROR;
     }
 
+    /* printable ASCII, as an sf-string has it */
+
     for (p = key->data; p < key->data + key->len; p++) {
-        if (*p < 0x20 || *p == 0x7f) {
+        if (*p < 0x20 || *p > 0x7e) {
             return NGX_ERROR;
         }
     }
@@ -198,10 +201,10 @@ ngx_http_checkout_idempotency_gate(ngx_http_request_t *r,
     ngx_http_checkout_ctx_t *ctx)
 {
     u_char                        *p;
-    size_t                         argvlen[7];
+    size_t                         argvlen[8];
     ngx_str_t                      hold, late;
-    ngx_time_t                    *tp;
-    const char                    *argv[7];
+    struct timeval                 tv;
+    const char                    *argv[8];
     ngx_http_core_loc_conf_t      *clcf;
 
     if (ctx->idempotency_key.len == 0
@@ -230,25 +233,28 @@ ngx_http_checkout_idempotency_gate(ngx_http_request_t *r,
     ngx_sprintf(ctx->idempotency_redis_key.data, "checkout:idem:%V:%V",
                 &clcf->name, &ctx->idempotency_key);
 
-    p = ngx_pnalloc(r->pool, 2 * 20 + 2 * NGX_INT64_LEN);
+    p = ngx_pnalloc(r->pool, 2 * NGX_HTTP_CHECKOUT_SHA1_LEN
+                             + 2 * NGX_INT64_LEN);
     if (p == NULL) {
         return NGX_ERROR;
     }
 
     ngx_http_checkout_idempotency_fingerprint(r->request_body->bufs, p);
     ctx->fingerprint.data = p;
-    ctx->fingerprint.len = 2 * 20;
+    ctx->fingerprint.len = 2 * NGX_HTTP_CHECKOUT_SHA1_LEN;
 
     hold.data = p + ctx->fingerprint.len;
     hold.len = ngx_sprintf(hold.data, "%M",
                            ctx->conf->timeout + NGX_HTTP_CHECKOUT_KEY_HOLD)
                - hold.data;
 
-    tp = ngx_timeofday();
+    /* now, not the event loop's cached time: the loop may have stalled */
+
+    ngx_gettimeofday(&tv);
 
     late.data = hold.data + hold.len;
     late.len = ngx_sprintf(late.data, "%uL",
-                           (uint64_t) tp->sec * 1000 + tp->msec
+                           (uint64_t) tv.tv_sec * 1000 + tv.tv_usec / 1000
                            + ctx->conf->redis_timeout)
                - late.data;
 
@@ -266,11 +272,13 @@ ngx_http_checkout_idempotency_gate(ngx_http_request_t *r,
     argvlen[5] = hold.len;
     argv[6] = (const char *) late.data;
     argvlen[6] = late.len;
+    argv[7] = (const char *) ctx->id.data;
+    argvlen[7] = ctx->id.len;
 
     ctx->command = ngx_http_checkout_redis_command(ctx->conf->redis->redis,
-                                       ctx->conf->redis_timeout,
+                                       ctx->conf->redis_timeout, 0,
                                        ngx_http_checkout_idempotency_done,
-                                       ctx, 7, argv, argvlen);
+                                       ctx, 8, argv, argvlen);
 
     if (ctx->command == NULL) {
         ctx->gate = NGX_HTTP_CHECKOUT_GATE_UNAVAILABLE;
@@ -286,7 +294,7 @@ ngx_http_checkout_idempotency_gate(ngx_http_request_t *r,
 static void
 ngx_http_checkout_idempotency_fingerprint(ngx_chain_t *in, u_char *hex)
 {
-    u_char      digest[20];
+    u_char      digest[NGX_HTTP_CHECKOUT_SHA1_LEN];
     ngx_sha1_t  sha1;
 
     ngx_sha1_init(&sha1);
@@ -296,7 +304,7 @@ ngx_http_checkout_idempotency_fingerprint(ngx_chain_t *in, u_char *hex)
     }
 
     ngx_sha1_final(digest, &sha1);
-    ngx_hex_dump(hex, digest, 20);
+    ngx_hex_dump(hex, digest, NGX_HTTP_CHECKOUT_SHA1_LEN);
 }
 
 
@@ -360,9 +368,7 @@ ngx_http_checkout_idempotency_done(void *data, redisReply *reply)
                       reply->str);
     }
 
-    if (ngx_http_post_request(r, NULL) != NGX_OK) {
-        ngx_http_finalize_request(r, NGX_ERROR);
-    }
+    ngx_http_checkout_wake(r);
 
     ngx_http_run_posted_requests(c);
 }
@@ -379,7 +385,7 @@ ngx_http_checkout_idempotency_copy(ngx_http_request_t *r, redisReply *reply,
     }
 
     dst->len = reply->len;
-    dst->data = ngx_pnalloc(r->pool, reply->len + 1);
+    dst->data = ngx_pnalloc(r->pool, reply->len);
     if (dst->data == NULL) {
         return NGX_ERROR;
     }

@@ -41,6 +41,8 @@ static void ngx_http_checkout_conf_position(ngx_conf_t *cf,
 static ngx_int_t ngx_http_checkout_step_name_valid(ngx_str_t *name);
 static char *ngx_http_checkout_step_param(ngx_conf_t *cf, ngx_str_t *value,
     char *name, ngx_uint_t *pending);
+static ngx_int_t ngx_http_checkout_conf_time(ngx_conf_t *cf,
+    ngx_str_t *value, size_t skip, ngx_msec_t *msec);
 static char *ngx_http_checkout_max_depth_check(ngx_conf_t *cf, void *post,
     void *data);
 static char *ngx_http_checkout_timeout_check(ngx_conf_t *cf, void *post,
@@ -383,6 +385,18 @@ ngx_http_checkout_preconfiguration(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_checkout_postconfiguration(ngx_conf_t *cf)
 {
+    ngx_http_checkout_main_conf_t  *cmcf;
+
+    /* a relative spool directory is relative to nginx's prefix */
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_checkout_module);
+
+    if (cmcf->spool.len
+        && ngx_conf_full_name(cf->cycle, &cmcf->spool, 0) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     return ngx_http_checkout_step_filter_init(cf);
 }
 
@@ -415,7 +429,7 @@ ngx_http_checkout_step(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     char                           *rv;
     u_char                         *p;
-    ngx_str_t                      *value, s;
+    ngx_str_t                      *value;
     ngx_uint_t                      i, pending;
     ngx_http_checkout_step_conf_t  *step, *other;
 
@@ -483,16 +497,9 @@ ngx_http_checkout_step(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     for (i = 3; i < cf->args->nelts; i++) {
 
         if (ngx_strncmp(value[i].data, "timeout=", 8) == 0) {
-            s.data = value[i].data + 8;
-            s.len = value[i].len - 8;
-
-            step->timeout = ngx_parse_time(&s, 0);
-
-            if (step->timeout == (ngx_msec_t) NGX_ERROR || step->timeout == 0)
+            if (ngx_http_checkout_conf_time(cf, &value[i], 8, &step->timeout)
+                != NGX_OK)
             {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid timeout \"%V\" of checkout step "
-                                   "\"%V\"", &s, &step->name);
                 return NGX_CONF_ERROR;
             }
 
@@ -604,6 +611,29 @@ ngx_http_checkout_step_param(ngx_conf_t *cf, ngx_str_t *value, char *name,
                        "\"pending\"", value, name);
 
     return NGX_CONF_ERROR;
+}
+
+
+/* "name=TIME", a positive time; skip is the length of "name=" */
+
+static ngx_int_t
+ngx_http_checkout_conf_time(ngx_conf_t *cf, ngx_str_t *value, size_t skip,
+    ngx_msec_t *msec)
+{
+    ngx_str_t  s;
+
+    s.data = value->data + skip;
+    s.len = value->len - skip;
+
+    *msec = ngx_parse_time(&s, 0);
+
+    if (*msec == (ngx_msec_t) NGX_ERROR || *msec == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid time in \"%V\"", value);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -866,7 +896,7 @@ ngx_http_checkout_idempotency(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_checkout_loc_conf_t *cklcf = conf;
 
-    ngx_str_t  *value, s;
+    ngx_str_t  *value;
 
     if (cklcf->idempotency != NGX_CONF_UNSET_UINT) {
         return "is duplicate";
@@ -902,16 +932,9 @@ ngx_http_checkout_idempotency(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    s.data = value[2].data + 4;
-    s.len = value[2].len - 4;
-
-    cklcf->idempotency_ttl = ngx_parse_time(&s, 0);
-
-    if (cklcf->idempotency_ttl == (ngx_msec_t) NGX_ERROR
-        || cklcf->idempotency_ttl == 0)
+    if (ngx_http_checkout_conf_time(cf, &value[2], 4, &cklcf->idempotency_ttl)
+        != NGX_OK)
     {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid idempotency ttl \"%V\"", &s);
         return NGX_CONF_ERROR;
     }
 
@@ -966,6 +989,14 @@ ngx_http_checkout_init_process(ngx_cycle_t *cycle)
     ngx_uint_t                        i;
     ngx_http_checkout_main_conf_t    *cmcf;
     ngx_http_checkout_redis_conf_t  **server;
+
+    /* the cache manager and loader serve no checkout */
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
 
     cmcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_checkout_module);

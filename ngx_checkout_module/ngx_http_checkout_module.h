@@ -257,6 +257,7 @@ struct ngx_http_checkout_ctx_s {
 
 
 ngx_int_t ngx_http_checkout_handler(ngx_http_request_t *r);
+void ngx_http_checkout_wake(ngx_http_request_t *r);
 
 void ngx_http_checkout_step_init(ngx_http_request_t *r,
     ngx_http_checkout_ctx_t *ctx);
@@ -319,8 +320,8 @@ ngx_uint_t ngx_http_checkout_redis_ready(
     ngx_http_checkout_redis_conf_t *conf);
 ngx_http_checkout_redis_cmd_t *ngx_http_checkout_redis_command(
     ngx_http_checkout_redis_t *redis, ngx_msec_t timeout,
-    ngx_http_checkout_redis_handler_pt handler, void *data, int argc,
-    const char **argv, const size_t *argvlen);
+    ngx_uint_t cancelable, ngx_http_checkout_redis_handler_pt handler,
+    void *data, int argc, const char **argv, const size_t *argvlen);
 void ngx_http_checkout_redis_cancel(ngx_http_checkout_redis_cmd_t *cmd);
 
 ngx_int_t ngx_http_checkout_variables_add(ngx_conf_t *cf);

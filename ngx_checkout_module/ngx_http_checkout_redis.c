@@ -16,6 +16,11 @@
 #define NGX_HTTP_CHECKOUT_REDIS_BACKOFF_MIN  100
 #define NGX_HTTP_CHECKOUT_REDIS_BACKOFF_MAX  5000
 
+/* edge-triggered where the event method is (epoll), else level */
+#define NGX_HTTP_CHECKOUT_REDIS_EVENT_FLAGS                                   \
+    ((ngx_event_flags & NGX_USE_CLEAR_EVENT)                                  \
+     ? NGX_CLEAR_EVENT : NGX_LEVEL_EVENT)
+
 /* AUTH, SELECT and PING of a new connection: generous, it is not a request */
 #define NGX_HTTP_CHECKOUT_REDIS_HELLO_TIMEOUT  1000
 
@@ -198,7 +203,7 @@ ngx_http_checkout_redis_connect(ngx_http_checkout_redis_t *redis)
 
         (void) ngx_http_checkout_redis_command(redis,
                                         NGX_HTTP_CHECKOUT_REDIS_HELLO_TIMEOUT,
-                                        ngx_http_checkout_redis_hello, redis,
+                                        1, ngx_http_checkout_redis_hello, redis,
                                         argc, argv, argvlen);
         argc = 0;
     }
@@ -211,7 +216,7 @@ ngx_http_checkout_redis_connect(ngx_http_checkout_redis_t *redis)
 
         (void) ngx_http_checkout_redis_command(redis,
                                         NGX_HTTP_CHECKOUT_REDIS_HELLO_TIMEOUT,
-                                        ngx_http_checkout_redis_hello, redis,
+                                        1, ngx_http_checkout_redis_hello, redis,
                                         argc, argv, argvlen);
         argc = 0;
     }
@@ -221,7 +226,7 @@ ngx_http_checkout_redis_connect(ngx_http_checkout_redis_t *redis)
 
     (void) ngx_http_checkout_redis_command(redis,
                                         NGX_HTTP_CHECKOUT_REDIS_HELLO_TIMEOUT,
-                                        ngx_http_checkout_redis_hello, redis,
+                                        1, ngx_http_checkout_redis_hello, redis,
                                         argc, argv, argvlen);
 }
 
@@ -365,12 +370,15 @@ ngx_http_checkout_redis_ready(ngx_http_checkout_redis_conf_t *conf)
  * with NULL when the command fails, times out or the link is lost, unless
  * the command is cancelled first.  NULL is returned when the command
  * cannot be sent now (Redis is down): the handler is then never called.
+ * A request's command is not "cancelable": a worker that stops gracefully
+ * waits for its answer (at most its timeout), so the request ends whole.
  */
 
 ngx_http_checkout_redis_cmd_t *
 ngx_http_checkout_redis_command(ngx_http_checkout_redis_t *redis,
-    ngx_msec_t timeout, ngx_http_checkout_redis_handler_pt handler,
-    void *data, int argc, const char **argv, const size_t *argvlen)
+    ngx_msec_t timeout, ngx_uint_t cancelable,
+    ngx_http_checkout_redis_handler_pt handler, void *data, int argc,
+    const char **argv, const size_t *argvlen)
 {
     ngx_http_checkout_redis_cmd_t  *cmd;
 
@@ -398,7 +406,7 @@ ngx_http_checkout_redis_command(ngx_http_checkout_redis_t *redis,
     cmd->timer.handler = ngx_http_checkout_redis_timeout;
     cmd->timer.data = cmd;
     cmd->timer.log = redis->log;
-    cmd->timer.cancelable = 1;
+    cmd->timer.cancelable = cancelable;
 
     ngx_add_timer(&cmd->timer, timeout);
 
@@ -509,8 +517,7 @@ ngx_http_checkout_redis_add_read(void *privdata)
 
     if (!rev->active) {
         (void) ngx_add_event(rev, NGX_READ_EVENT,
-                             (ngx_event_flags & NGX_USE_CLEAR_EVENT)
-                             ? NGX_CLEAR_EVENT : NGX_LEVEL_EVENT);
+                             NGX_HTTP_CHECKOUT_REDIS_EVENT_FLAGS);
     }
 }
 
@@ -537,8 +544,7 @@ ngx_http_checkout_redis_add_write(void *privdata)
 
     if (!wev->active) {
         (void) ngx_add_event(wev, NGX_WRITE_EVENT,
-                             (ngx_event_flags & NGX_USE_CLEAR_EVENT)
-                             ? NGX_CLEAR_EVENT : NGX_LEVEL_EVENT);
+                             NGX_HTTP_CHECKOUT_REDIS_EVENT_FLAGS);
     }
 }
 

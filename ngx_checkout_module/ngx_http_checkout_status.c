@@ -22,6 +22,8 @@ static ngx_int_t ngx_http_checkout_status_id_valid(ngx_str_t *id);
 static void ngx_http_checkout_status_done(void *data, redisReply *reply);
 static ngx_int_t ngx_http_checkout_status_send(ngx_http_request_t *r,
     ngx_http_checkout_status_ctx_t *sctx, redisReply *reply);
+static void ngx_http_checkout_status_field(
+    ngx_http_checkout_json_writer_t *w, redisReply *key, redisReply *value);
 static ngx_int_t ngx_http_checkout_status_error(ngx_http_request_t *r,
     ngx_uint_t status, char *error, char *message);
 static void ngx_http_checkout_status_cleanup(void *data);
@@ -107,7 +109,7 @@ ngx_http_checkout_status_handler(ngx_http_request_t *r)
     }
 
     sctx->command = ngx_http_checkout_redis_command(cklcf->redis->redis,
-                                                cklcf->redis_timeout,
+                                                cklcf->redis_timeout, 0,
                                                 ngx_http_checkout_status_done,
                                                 sctx, 2, argv, argvlen);
 
@@ -129,6 +131,7 @@ ngx_http_checkout_status_handler(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_checkout_status_id_valid(ngx_str_t *id)
 {
+    u_char      c;
     ngx_uint_t  i;
 
     if (id->len != NGX_HTTP_CHECKOUT_ID_LEN
@@ -139,7 +142,11 @@ ngx_http_checkout_status_id_valid(ngx_str_t *id)
     }
 
     for (i = sizeof(NGX_HTTP_CHECKOUT_ID_PREFIX) - 1; i < id->len; i++) {
-        if (!isalnum(id->data[i])) {
+        c = id->data[i];
+
+        if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z')
+              || (c >= 'a' && c <= 'z')))
+        {
             return NGX_ERROR;
         }
     }
@@ -214,13 +221,7 @@ ngx_http_checkout_status_send(ngx_http_request_t *r,
         if ((k->len == 6 && ngx_strncmp(k->str, "status", 6) == 0)
             || (k->len == 7 && ngx_strncmp(k->str, "orderId", 7) == 0))
         {
-            body.data = (u_char *) k->str;
-            body.len = k->len;
-            ngx_http_checkout_json_str(&w, &body);
-
-            body.data = (u_char *) v->str;
-            body.len = v->len;
-            ngx_http_checkout_json_str(&w, &body);
+            ngx_http_checkout_status_field(&w, k, v);
 
             if (k->len == 6 && v->len == sizeof("pending_review") - 1
                 && ngx_strncmp(v->str, "pending_review", v->len) == 0)
@@ -245,17 +246,9 @@ ngx_http_checkout_status_send(ngx_http_request_t *r,
             }
         }
 
-        if (known->len) {
-            continue;
+        if (known->len == 0) {
+            ngx_http_checkout_status_field(&w, k, v);
         }
-
-        body.data = (u_char *) k->str;
-        body.len = k->len;
-        ngx_http_checkout_json_str(&w, &body);
-
-        body.data = (u_char *) v->str;
-        body.len = v->len;
-        ngx_http_checkout_json_str(&w, &body);
     }
 
     ngx_http_checkout_json_close(&w, NGX_HTTP_CHECKOUT_JSON_OBJECT);
@@ -276,6 +269,24 @@ ngx_http_checkout_status_send(ngx_http_request_t *r,
     }
 
     return ngx_http_checkout_send_json(r, NGX_HTTP_OK, &body);
+}
+
+
+/* one field of the state hash, as a member of the status object */
+
+static void
+ngx_http_checkout_status_field(ngx_http_checkout_json_writer_t *w,
+    redisReply *key, redisReply *value)
+{
+    ngx_str_t  s;
+
+    s.data = (u_char *) key->str;
+    s.len = key->len;
+    ngx_http_checkout_json_str(w, &s);
+
+    s.data = (u_char *) value->str;
+    s.len = value->len;
+    ngx_http_checkout_json_str(w, &s);
 }
 
 

@@ -551,9 +551,7 @@ ngx_http_checkout_step_finish(ngx_http_checkout_step_t *step)
                    "checkout step \"%V\" done, verdict %d",
                    &step->conf->name, step->verdict);
 
-    if (ngx_http_post_request(r, NULL) != NGX_OK) {
-        ngx_http_finalize_request(r, NGX_ERROR);
-    }
+    ngx_http_checkout_wake(r);
 }
 
 
