@@ -203,7 +203,7 @@ ngx_http_checkout_idempotency_gate(ngx_http_request_t *r,
     u_char                        *p;
     size_t                         argvlen[8];
     ngx_str_t                      hold, late;
-    struct timeval                 tv;
+    ngx_time_t                    *tp;
     const char                    *argv[8];
     ngx_http_core_loc_conf_t      *clcf;
 
@@ -248,13 +248,18 @@ ngx_http_checkout_idempotency_gate(ngx_http_request_t *r,
                            ctx->conf->timeout + NGX_HTTP_CHECKOUT_KEY_HOLD)
                - hold.data;
 
-    /* now, not the event loop's cached time: the loop may have stalled */
+    /*
+     * The give-up time and the command's timer count from the same fresh
+     * time: the loop's cached time may lag (a stalled loop), and a timer
+     * counted from it would answer 503 before Redis sees the gate as late.
+     */
 
-    ngx_gettimeofday(&tv);
+    ngx_time_update();
+    tp = ngx_timeofday();
 
     late.data = hold.data + hold.len;
     late.len = ngx_sprintf(late.data, "%uL",
-                           (uint64_t) tv.tv_sec * 1000 + tv.tv_usec / 1000
+                           (uint64_t) tp->sec * 1000 + tp->msec
                            + ctx->conf->redis_timeout)
                - late.data;
 
