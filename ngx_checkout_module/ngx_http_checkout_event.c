@@ -19,6 +19,7 @@
 #define NGX_HTTP_CHECKOUT_SPOOL_INTERVAL  1000
 #define NGX_HTTP_CHECKOUT_SPOOL_TIMEOUT   1000
 #define NGX_HTTP_CHECKOUT_SPOOL_BATCH     100
+#define NGX_HTTP_CHECKOUT_SPOOL_READ      65536
 
 
 /*
@@ -117,6 +118,7 @@ typedef struct {
     ngx_uint_t                        outstanding;
     ngx_uint_t                        failed;
     ngx_uint_t                        rejected;
+    ngx_uint_t                        rejected_before;
 } ngx_http_checkout_spool_t;
 
 
@@ -764,9 +766,9 @@ ngx_http_checkout_spool_replay(ngx_http_checkout_spool_t *spool)
         return;
     }
 
-    /* a batch is read whole: from a page up to the rest of the file */
+    /* a batch is read whole, growing the read until it holds one */
 
-    size = ngx_pagesize;
+    size = NGX_HTTP_CHECKOUT_SPOOL_READ;
 
     for ( ;; ) {
         size = ngx_min(size, (size_t) (ngx_file_size(&fi) - spool->offset));
@@ -787,7 +789,15 @@ ngx_http_checkout_spool_replay(ngx_http_checkout_spool_t *spool)
         last = buf + n;
         at_end = (spool->offset + (off_t) size == ngx_file_size(&fi));
 
-        if (at_end || ngx_strlchr(buf, last, '\n')) {
+        for (lines = 0, p = buf;
+             lines < NGX_HTTP_CHECKOUT_SPOOL_BATCH
+             && (p = ngx_strlchr(p, last, '\n')) != NULL;
+             p++, lines++)
+        {
+            /* void */
+        }
+
+        if (at_end || lines == NGX_HTTP_CHECKOUT_SPOOL_BATCH) {
             break;
         }
 
@@ -795,6 +805,7 @@ ngx_http_checkout_spool_replay(ngx_http_checkout_spool_t *spool)
     }
 
     spool->failed = 0;
+    spool->rejected_before = spool->rejected;
 
     for (lines = 0, p = buf; p < last; p = eol + 1) {
         eol = ngx_strlchr(p, last, '\n');
@@ -1071,6 +1082,10 @@ ngx_http_checkout_spool_batch_done(ngx_http_checkout_spool_t *spool)
         ngx_log_error(NGX_LOG_WARN, ngx_http_checkout_spools->log, 0,
                       "checkout spool \"%s\": %ui events not replayed, "
                       "retrying", spool->replaying, spool->failed);
+
+        /* the batch is sent again: its refused lines are counted again */
+
+        spool->rejected = spool->rejected_before;
         return;
     }
 
