@@ -624,7 +624,7 @@ CheckoutTest::define_check(relative_spool => sub {
     my $id = $doc->{checkoutId} // 'none';
     my $dir = rel_spool_dir();
 
-    opendir my $dh, $dir;
+    opendir(my $dh, $dir) or die "$dir: $!";
     my @files = sort grep { !/^\.\.?$/ } readdir $dh;
     closedir $dh;
     Test::More::ok(@files == 1 && $files[0] =~ /^redis-0-\d+\.spool$/,
