@@ -13,8 +13,10 @@ packages=(
     # flags need; they are listed too, as configure fails without them)
     gcc make libc6-dev
     nginx-dev libpcre2-dev zlib1g-dev libssl-dev
-    # libraries of the module (hiredis and redis-server: next issue)
+    # libraries of the module, and the Redis its tests and demo start
     libyajl-dev libhiredis-dev redis-server
+    # the worker's unit tests (Check)
+    check pkg-config
     # the stock /usr/sbin/nginx 1.22.1 (package "nginx" in Debian 12;
     # "nginx-core" is only a meta package that adds six dynamic modules)
     nginx

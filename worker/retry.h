@@ -1,0 +1,16 @@
+/* checkout-worker retry policy: how long to wait before the next delivery of
+ * an event whose delivery failed, and when to stop trying.
+ *
+ * Both functions are pure: the random bits retryDelay() needs come from the
+ * caller, so that tests can fix them. */
+
+#ifndef CHECKOUT_WORKER_RETRY_H
+#define CHECKOUT_WORKER_RETRY_H
+
+#include <stdint.h>
+
+long long retryDelay(int attempt, long long base_ms, long long cap_ms,
+                     uint64_t rnd);
+int retryShouldDeadLetter(int attempts, int max_attempts);
+
+#endif
