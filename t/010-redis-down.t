@@ -113,19 +113,6 @@ sub in_order {
     Test::More::is("@got", "@want", "$name - the events are in their order");
 }
 
-# A pid that no process has now.
-sub dead_pid {
-    for my $pid (reverse 300000 .. 300100) {
-        return $pid unless kill 0, $pid or $!{EPERM};
-    }
-    die "no free pid found\n";
-}
-
-sub error_log_lines {
-    open my $in, '<', $Test::Nginx::Util::ErrLogFile or return ();
-    return <$in>;
-}
-
 # Redis clients other than this test's own connection.
 sub other_clients {
     my $me = CheckoutRedis::cmd('CLIENT', 'ID');
@@ -267,7 +254,7 @@ CheckoutTest::define_check(gone_worker_file => sub {
 
     # the same line again, as a gone worker's file, twice
     my $dir = CheckoutEvents::spool_dir();
-    my $dead = dead_pid();
+    my $dead = CheckoutEvents::dead_pid();
     open my $out, '>', "$dir/redis-0-$dead.spool" or die "$dir: $!";
     print $out @lines, @lines;
     close $out;
@@ -291,7 +278,7 @@ CheckoutTest::define_check(many_gone_files => sub {
     my @lines = CheckoutEvents::spool_lines();
     Test::More::is(scalar @lines, 8, "$name - eight lines spooled");
     my $dir = CheckoutEvents::spool_dir();
-    my $pid = dead_pid();
+    my $pid = CheckoutEvents::dead_pid();
     for my $line (@lines) {
         $pid-- while kill 0, $pid or $!{EPERM};
         open my $out, '>', "$dir/redis-0-$pid.spool" or die "$dir: $!";
@@ -322,7 +309,7 @@ CheckoutTest::define_check(bad_line => sub {
     Test::More::is(scalar @lines, 1, "$name - the checkout was spooled");
 
     my $dir = CheckoutEvents::spool_dir();
-    my $dead = dead_pid();
+    my $dead = CheckoutEvents::dead_pid();
     my ($bad, $marker) = $kind eq 'garbage'
         ? ("this is not a spooled command\n", 'this is not a spooled')
         : ('["EVAL","return redis.call(\'NO-SUCH-COMMAND\')","3","k1","k2",""'
@@ -363,7 +350,7 @@ CheckoutTest::define_check(workers_killed => sub {
             open my $in, '<', $Test::Nginx::Util::PidFile or undef;
             $in ? (scalar <$in>) =~ /(\d+)/ && $1 : undef;
         };
-        my @workers = $master ? children($master) : ();
+        my @workers = $master ? CheckoutEvents::children($master) : ();
         Test::More::skip("$name - no worker processes (master off)", 6)
             unless @workers;
 
@@ -375,7 +362,7 @@ CheckoutTest::define_check(workers_killed => sub {
 
         kill 'KILL', @workers;
         my $respawned = CheckoutRedis::wait_for(sub {
-            my @now = children($master);
+            my @now = CheckoutEvents::children($master);
             @now == @workers && !grep { my $w = $_; grep { $_ == $w } @workers } @now;
         }, 5);
         Test::More::ok($respawned, "$name - the master started new workers");
@@ -385,24 +372,11 @@ CheckoutTest::define_check(workers_killed => sub {
     }
 });
 
-sub children {
-    my ($ppid) = @_;
-    my @kids;
-    opendir my $dh, '/proc' or return ();
-    for my $pid (grep { /^\d+$/ } readdir $dh) {
-        open my $in, '<', "/proc/$pid/stat" or next;
-        my $stat = <$in> // next;
-        # pid (comm) state ppid ...
-        push @kids, $pid if $stat =~ /\)\s+\S+\s+(\d+)/ && $1 == $ppid;
-    }
-    return @kids;
-}
-
 # The only [alert] lines are the master's about the workers we killed.
 CheckoutTest::define_check(only_kill_alerts => sub {
     my ($block) = @_;
     my @bad = grep { /\[(?:alert|crit)\]/ && !/exited on signal 9/ }
-              error_log_lines();
+              CheckoutEvents::error_log_lines();
     Test::More::is(scalar @bad, 0, $block->name . " - no other [alert] or [crit]")
         or Test::More::diag(join '', @bad[0 .. ($#bad < 9 ? $#bad : 9)]);
 });

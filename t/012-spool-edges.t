@@ -157,20 +157,12 @@ sub post {
     return $res;
 }
 
-# A pid that no process has now (pid_max is at most 4194304).
-sub dead_pid {
-    for my $pid (reverse 4194305 .. 4194400, 300000 .. 300100) {
-        return $pid unless kill 0, $pid or $!{EPERM};
-    }
-    die "no free pid found\n";
-}
-
 # Writes the file of a worker that is gone, whole at once (written under a
 # name no worker takes, then renamed); returns its name.
 sub write_gone_file {
     my (@lines) = @_;
     my $dir = CheckoutEvents::spool_dir();
-    my $name = "redis-0-" . dead_pid() . ".spool";
+    my $name = "redis-0-" . CheckoutEvents::dead_pid() . ".spool";
     my $tmp = "$dir/tmp-$$.part";
     open my $out, '>', $tmp or die "$tmp: $!";
     print $out @lines;
@@ -183,11 +175,6 @@ sub write_gone_file {
 sub lines_of {
     my ($id) = @_;
     return grep { index($_, $id) >= 0 } CheckoutEvents::spool_lines();
-}
-
-sub error_log_lines {
-    open my $in, '<', $Test::Nginx::Util::ErrLogFile or return ();
-    return <$in>;
 }
 
 # Polls (every 5 ms, up to $timeout s) until $cond is true; returns it.
@@ -217,18 +204,6 @@ sub master_pid {
     return $pid;
 }
 
-sub children {
-    my ($ppid) = @_;
-    my @kids;
-    opendir my $dh, '/proc' or return ();
-    for my $pid (grep { /^\d+$/ } readdir $dh) {
-        open my $in, '<', "/proc/$pid/stat" or next;
-        my $stat = <$in> // next;
-        push @kids, $pid if $stat =~ /\)\s+\S+\s+(\d+)/ && $1 == $ppid;
-    }
-    return sort { $a <=> $b } @kids;
-}
-
 sub spool_dump {
     return "spool dir: @{[ CheckoutEvents::spool_files() ]}";
 }
@@ -254,7 +229,7 @@ CheckoutTest::define_check(not_events => sub {
         or Test::More::diag(spool_dump());
 
     my $master = master_pid();
-    my @workers = $master ? children($master) : ();
+    my @workers = $master ? CheckoutEvents::children($master) : ();
 
     CheckoutRedis::flush();
     CheckoutRedis::cmd('SET', 'marker', 'survives');
@@ -288,7 +263,7 @@ CheckoutTest::define_check(not_events => sub {
     Test::More::is(($state->{status} // '') . ' ' . ($state->{eventId} // ''),
                    "confirmed $id", "$name - its state is written");
 
-    my @said = grep { /a line is not an event/ } error_log_lines();
+    my @said = grep { /a line is not an event/ } CheckoutEvents::error_log_lines();
     Test::More::is(scalar @said, 2,
                    "$name - the log says 'a line is not an event' twice")
         or Test::More::diag(@said);
@@ -297,7 +272,7 @@ CheckoutTest::define_check(not_events => sub {
         Test::More::skip("$name - no worker processes (master off)", 2)
             unless @workers;
         Test::More::ok(kill(0, $master), "$name - the master is running");
-        Test::More::is_deeply([children($master)], \@workers,
+        Test::More::is_deeply([CheckoutEvents::children($master)], \@workers,
                               "$name - the same worker runs: none died");
     }
 });
@@ -365,7 +340,7 @@ CheckoutTest::define_check(oom => sub {
     Test::More::is(scalar(lines_of($id)), 1, "$name - the checkout's event was spooled");
     my $refused = CheckoutRedis::wait_for(sub {
         grep { /\[warn\].*checkout spool ".*": redis refused an event: OOM / }
-             error_log_lines();
+             CheckoutEvents::error_log_lines();
     }, 5 * CheckoutTest::slack());
     Test::More::ok($refused, "$name - the replay was refused with OOM, at warn level");
     sleep 1.2;    # one more round

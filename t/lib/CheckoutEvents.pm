@@ -132,6 +132,36 @@ sub spool_lines {
     return @lines;
 }
 
+# ---- processes and logs -----------------------------------------------------
+
+# A pid no process has now, for the spool file of a worker that is gone.
+sub dead_pid {
+    for my $pid (reverse 4194305 .. 4194400, 300000 .. 300100) {
+        return $pid unless kill 0, $pid or $!{EPERM};
+    }
+    die "no free pid found\n";
+}
+
+# The child processes of $ppid (nginx's workers), in pid order.
+sub children {
+    my ($ppid) = @_;
+    my @kids;
+    opendir my $dh, '/proc' or return ();
+    for my $pid (grep { /^\d+$/ } readdir $dh) {
+        open my $in, '<', "/proc/$pid/stat" or next;
+        my $stat = <$in> // next;
+        # pid (comm) state ppid ...
+        push @kids, $pid if $stat =~ /\)\s+\S+\s+(\d+)/ && $1 == $ppid;
+    }
+    return sort { $a <=> $b } @kids;
+}
+
+# The lines of the block's error log so far.
+sub error_log_lines {
+    open my $in, '<', $Test::Nginx::Util::ErrLogFile or return ();
+    return <$in>;
+}
+
 # ---- looking at Redis -------------------------------------------------------------
 
 sub stream_name {
