@@ -1,6 +1,7 @@
 # ngx_checkout
 #
 #   make                    build build/ngx_http_checkout_module.so (Debian's nginx-dev tree)
+#                           and build/worker/checkout-worker (+ its ASan twin, unit tests)
 #   make NGINX_SRC=DIR      the same against another nginx source tree
 #   make deps               install missing Debian packages (root), else print the apt-get line
 #   make test [T=t/x.t]     deps, build, run the suites (or one file); PROVE_JOBS=1: one at a time
@@ -48,6 +49,7 @@ build:
 	@$(MAKE) --no-print-directory -C $(TREE) -f $(CURDIR)/scripts/modules.mk modules
 	@cmp -s $(TREE)/objs/$(MODULE).so $(SO) || { \
 	    cp $(TREE)/objs/$(MODULE).so $(SO).tmp && mv -f $(SO).tmp $(SO) && echo "built $(SO)"; }
+	@$(MAKE) --no-print-directory -C worker
 
 deps:
 	@scripts/deps.sh

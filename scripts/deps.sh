@@ -15,6 +15,8 @@ packages=(
     nginx-dev libpcre2-dev zlib1g-dev libssl-dev
     # libraries of the module, and the Redis its tests and demo start
     libyajl-dev libhiredis-dev redis-server
+    # the worker: its event loop and HTTP client
+    libevent-dev libcurl4-openssl-dev
     # the worker's unit tests (Check)
     check pkg-config
     # the stock /usr/sbin/nginx 1.22.1 (package "nginx" in Debian 12;

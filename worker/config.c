@@ -24,6 +24,8 @@
 
 #define CONFIG_MAX_FILE (1024 * 1024)   /* no config file comes near it */
 #define CONFIG_MAX_DURATION_MS (24LL * 3600 * 1000)
+#define CONFIG_MAX_KEEP_MS (365LL * 24 * 3600 * 1000)   /* done-ttl, retention */
+#define CONFIG_MAX_TYPE 128     /* bytes of an event type name */
 #define CONFIG_MAX_SCHEMA_VERSION 65535
 #define CONFIG_REPR_MAX 80      /* bytes of an argument shown in a message */
 #define CONFIG_REPR_SIZE (CONFIG_REPR_MAX * 4 + 8)
@@ -32,9 +34,9 @@
 enum {
     D_REDIS, D_REDIS_PASSWORD, D_REDIS_DB, D_CONSUMER_NAME, D_ADMIN,
     D_ADMIN_PASSWORD, D_DEAD_LETTER_STREAM, D_LOG, D_SHUTDOWN_TIMEOUT,
-    D_GROUP, D_STREAM, D_HANDLER, D_URL, D_TIMEOUT, D_CONCURRENCY,
+    D_DONE_TTL, D_RETENTION, D_GROUP, D_STREAM, D_HANDLER, D_URL, D_TIMEOUT, D_CONCURRENCY,
     D_MAX_ATTEMPTS, D_BACKOFF_BASE, D_BACKOFF_CAP, D_MIN_IDLE,
-    D_SCHEMA_VERSIONS, D_COUNT
+    D_SCHEMA_VERSIONS, D_TYPES, D_COUNT
 };
 
 /* What a directive's argument is, and so how it is checked and stored. */
@@ -47,6 +49,7 @@ typedef enum argType {
     ARG_URL,            /* char *: http:// or https:// URL */
     ARG_HANDLER,        /* handlerType */
     ARG_VERSIONS,       /* the group's schema versions: 1+ arguments */
+    ARG_TYPES,          /* the group's event types: 1+ arguments */
     ARG_GROUP           /* starts a group section */
 } argType;
 
@@ -55,7 +58,8 @@ typedef struct directive {
     int in_group;       /* 1: belongs to a group section; 0: global */
     argType type;
     size_t offset;      /* of the field, in groupConfig or workerConfig
-                         * (0 for ARG_GROUP and ARG_VERSIONS: no one field) */
+                         * (0 for ARG_GROUP, ARG_VERSIONS and ARG_TYPES:
+                         * no one field) */
     long long min, max; /* ARG_INT and ARG_DURATION bounds */
 } directive;
 
@@ -78,6 +82,10 @@ static const directive directives[D_COUNT] = {
     [D_LOG]               = {"log", 0, ARG_STRING, W(log), 0, 0},
     [D_SHUTDOWN_TIMEOUT]  = {"shutdown-timeout", 0, ARG_DURATION,
                              W(shutdown_timeout_ms), 0, DMAX},
+    [D_DONE_TTL]          = {"done-ttl", 0, ARG_DURATION, W(done_ttl_ms),
+                             1000, CONFIG_MAX_KEEP_MS},
+    [D_RETENTION]         = {"retention", 0, ARG_DURATION, W(retention_ms),
+                             0, CONFIG_MAX_KEEP_MS},
     [D_GROUP]             = {"group", 0, ARG_GROUP, 0, 0, 0},
     [D_STREAM]            = {"stream", 1, ARG_STRING, G(stream), 0, 0},
     [D_HANDLER]           = {"handler", 1, ARG_HANDLER, G(handler), 0, 0},
@@ -95,6 +103,7 @@ static const directive directives[D_COUNT] = {
     [D_MIN_IDLE]          = {"min-idle", 1, ARG_DURATION, G(min_idle_ms),
                              1, DMAX},
     [D_SCHEMA_VERSIONS]   = {"schema-versions", 1, ARG_VERSIONS, 0, 0, 0},
+    [D_TYPES]             = {"types", 1, ARG_TYPES, 0, 0, 0},
 };
 
 #undef W
@@ -106,7 +115,8 @@ static const struct {
     const char *name;
     long long ms;
 } units[] = {
-    {"h", 3600 * 1000}, {"m", 60 * 1000}, {"s", 1000}, {"ms", 1}
+    {"d", 24 * 3600 * 1000}, {"h", 3600 * 1000}, {"m", 60 * 1000},
+    {"s", 1000}, {"ms", 1}
 };
 
 /* The state of one load. */
@@ -182,6 +192,10 @@ static const char *repr(char *buf, const char *s) {
 static const char *fmtDuration(char *buf, size_t size, long long ms) {
     size_t i;
 
+    if (ms == 0) {
+        snprintf(buf, size, "0");
+        return buf;
+    }
     for (i = 0; i < sizeof(units) / sizeof(units[0]) - 1; i++)
         if (ms >= units[i].ms && ms % units[i].ms == 0) break;
     snprintf(buf, size, "%lld%s", ms / units[i].ms, units[i].name);
@@ -360,6 +374,14 @@ static int parseDuration(const char *s, long long *ms) {
     long long n = 0;
     size_t i;
 
+    if (strcmp(s, "0") == 0) {      /* zero needs no unit */
+        *ms = 0;
+        return 0;
+    }
+    if (strcmp(s, "0") == 0) {      /* zero needs no unit */
+        *ms = 0;
+        return 0;
+    }
     if (!isdigit((unsigned char)*s)) return -1;
     for (; isdigit((unsigned char)*s); s++) {
         int digit = *s - '0';
@@ -465,6 +487,14 @@ static int checkUrl(configParser *p, const char *url) {
     return CONFIG_OK;
 }
 
+static void freeTypes(char **types, int count) {
+    int i;
+
+    if (types == NULL) return;
+    for (i = 0; i < count; i++) free(types[i]);
+    free(types);
+}
+
 /* Sets the schema versions of a group from 'argc' arguments: integers from
  * 0 to CONFIG_MAX_SCHEMA_VERSION, each listed once. The new array replaces
  * '*versions' (freed) and its length '*count'. Returns CONFIG_OK, or
@@ -508,11 +538,53 @@ err:
     return CONFIG_ERR;
 }
 
+/* Sets the event types of a group from 'argc' arguments: CloudEvents type
+ * names (printable ASCII, no spaces), each listed once. Returns CONFIG_OK,
+ * or CONFIG_ERR with the parser's error set. */
+static int setTypes(configParser *p, int argc, char **argv, char ***types,
+                    int *count) {
+    char q[CONFIG_REPR_SIZE];
+    char **t = calloc((size_t)argc, sizeof(*t));
+    const char *c;
+    int i, j;
+
+    if (t == NULL) return parserOom(p);
+    for (i = 0; i < argc; i++) {
+        size_t len = strlen(argv[i]);
+
+        for (c = argv[i]; *c != '\0'; c++)
+            if (*c <= ' ' || *c > '~') break;
+        if (len == 0 || len > CONFIG_MAX_TYPE || *c != '\0') {
+            parserError(p, p->line, "bad event type %s for \"types\" "
+                        "(printable ASCII without spaces, at most %d "
+                        "bytes)", repr(q, argv[i]), CONFIG_MAX_TYPE);
+            goto err;
+        }
+        for (j = 0; j < i; j++) {
+            if (strcmp(t[j], argv[i]) == 0) {
+                parserError(p, p->line, "event type %s is listed twice",
+                            repr(q, argv[i]));
+                goto err;
+            }
+        }
+        if ((t[i] = parserStrdup(p, argv[i])) == NULL) goto err;
+    }
+    freeTypes(*types, *count);
+    *types = t;
+    *count = argc;
+    return CONFIG_OK;
+
+err:
+    freeTypes(t, argc);
+    return CONFIG_ERR;
+}
+
 static void freeGroup(groupConfig *g) {
     free(g->name);
     free(g->stream);
     free(g->url);
     free(g->schema_versions);
+    freeTypes(g->types, g->ntypes);
 }
 
 void configFree(workerConfig *cfg) {
@@ -542,6 +614,8 @@ static workerConfig *configCreate(configParser *p) {
     }
     cfg->admin.port = 6381;
     cfg->shutdown_timeout_ms = 10 * 1000;
+    cfg->done_ttl_ms = 7LL * 24 * 3600 * 1000;
+    cfg->retention_ms = 3600 * 1000;
     if ((cfg->admin.host = parserStrdup(p, "127.0.0.1")) == NULL ||
         (cfg->dead_letter_stream =
              parserStrdup(p, "checkout:events:dlq")) == NULL ||
@@ -582,6 +656,15 @@ static int finishGroup(configParser *p, const groupConfig *g) {
                            p->seen[D_MIN_IDLE] ? "" : " (default)",
                            fmtDuration(b, sizeof(b), g->timeout_ms),
                            p->seen[D_TIMEOUT] ? "" : " (default)");
+    if (g->min_idle_ms <= g->backoff_cap_ms)
+        return parserError(p, laterLine(p, D_MIN_IDLE, D_BACKOFF_CAP),
+                           "min-idle %s%s must be greater than backoff-cap "
+                           "%s%s (or entries waiting for a retry are "
+                           "reclaimed)",
+                           fmtDuration(a, sizeof(a), g->min_idle_ms),
+                           p->seen[D_MIN_IDLE] ? "" : " (default)",
+                           fmtDuration(b, sizeof(b), g->backoff_cap_ms),
+                           p->seen[D_BACKOFF_CAP] ? "" : " (default)");
     if (strcmp(g->stream, p->cfg->dead_letter_stream) == 0)
         return parserError(p, laterLine(p, D_STREAM, D_DEAD_LETTER_STREAM),
                            "group %s reads the dead-letter stream %s",
@@ -674,10 +757,12 @@ static int applyDirective(configParser *p, int argc, char **argv) {
     if (!d->in_group && d->type != ARG_GROUP && cfg->ngroups > 0)
         return parserError(p, p->line, "\"%s\" is a global directive: it "
                            "must come before the first group", d->name);
-    if (d->type == ARG_VERSIONS ? nargs < 1 : nargs != 1)
+    if (d->type == ARG_VERSIONS || d->type == ARG_TYPES ? nargs < 1
+                                                        : nargs != 1)
         return parserError(p, p->line, "wrong number of arguments for "
                            "\"%s\" (expected %s, got %d)", d->name,
-                           d->type == ARG_VERSIONS ? "1 or more" : "1",
+                           d->type == ARG_VERSIONS || d->type == ARG_TYPES
+                               ? "1 or more" : "1",
                            nargs);
     if (d->type != ARG_GROUP && p->seen[id])
         return parserError(p, p->line, "duplicate \"%s\" (already set at "
@@ -744,6 +829,13 @@ static int applyDirective(configParser *p, int argc, char **argv) {
 
         if (setVersions(p, nargs, argv + 1, &g->schema_versions,
                         &g->nschema_versions) != CONFIG_OK)
+            return CONFIG_ERR;
+        break;
+    }
+    case ARG_TYPES: {
+        groupConfig *g = &cfg->groups[cfg->ngroups - 1];
+
+        if (setTypes(p, nargs, argv + 1, &g->types, &g->ntypes) != CONFIG_OK)
             return CONFIG_ERR;
         break;
     }

@@ -46,6 +46,8 @@ typedef struct groupConfig {
     long long min_idle_ms;  /* pending entries idle longer are reclaimed */
     int *schema_versions;   /* accepted ce_schemaversion majors, no repeats */
     int nschema_versions;   /* at least 1 */
+    char **types;           /* event types handled; NULL: every type */
+    int ntypes;
 } groupConfig;
 
 /* The whole file. */
@@ -59,6 +61,8 @@ typedef struct workerConfig {
     char *dead_letter_stream;
     char *log;              /* "stderr" or a file path */
     long long shutdown_timeout_ms;
+    long long done_ttl_ms;  /* completion records are kept this long */
+    long long retention_ms; /* processed entries younger than this stay */
     groupConfig *groups;    /* in file order */
     int ngroups;            /* at least 1 */
 } workerConfig;

@@ -37,3 +37,11 @@ long long retryDelay(int attempt, long long base_ms, long long cap_ms,
 int retryShouldDeadLetter(int attempts, int max_attempts) {
     return attempts >= max_attempts;
 }
+
+retryVerdict retryVerdictFor(int responded, int status) {
+    if (!responded) return VERDICT_RETRY;
+    if (status >= 200 && status <= 299) return VERDICT_DONE;
+    if (status == 408 || status == 429 || (status >= 500 && status <= 599))
+        return VERDICT_RETRY;
+    return VERDICT_DEAD;
+}

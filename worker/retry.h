@@ -13,4 +13,15 @@ long long retryDelay(int attempt, long long base_ms, long long cap_ms,
                      uint64_t rnd);
 int retryShouldDeadLetter(int attempts, int max_attempts);
 
+/* What a delivery's result means for its event. */
+typedef enum retryVerdict {
+    VERDICT_DONE,       /* 2xx */
+    VERDICT_RETRY,      /* worth another try: 408, 429, 5xx, no response */
+    VERDICT_DEAD        /* another try cannot help: 1xx, 3xx, other 4xx */
+} retryVerdict;
+
+/* 'responded' is 0 when no response came (timeout, connection refused or
+ * reset), and 'status' the HTTP status otherwise. */
+retryVerdict retryVerdictFor(int responded, int status);
+
 #endif

@@ -95,17 +95,17 @@ static const struct {
 
     /* duration out of range */
     {REDIS GROUP "timeout 0ms\n",
-     "worker.conf:4: \"timeout\" must be between 1ms and 24h, got \"0ms\""},
+     "worker.conf:4: \"timeout\" must be between 1ms and 1d, got \"0ms\""},
     {REDIS GROUP "min-idle 25h\n",
-     "worker.conf:4: \"min-idle\" must be between 1ms and 24h, got \"25h\""},
+     "worker.conf:4: \"min-idle\" must be between 1ms and 1d, got \"25h\""},
     {REDIS GROUP "backoff-cap 99999999999999999999h\n",
-     "worker.conf:4: \"backoff-cap\" must be between 1ms and 24h, got "
+     "worker.conf:4: \"backoff-cap\" must be between 1ms and 1d, got "
      "\"99999999999999999999h\""},
     {REDIS GROUP "backoff-base 0s\n",
-     "worker.conf:4: \"backoff-base\" must be between 1ms and 24h, got "
+     "worker.conf:4: \"backoff-base\" must be between 1ms and 1d, got "
      "\"0s\""},
     {"shutdown-timeout 1441m\n",
-     "worker.conf:1: \"shutdown-timeout\" must be between 0ms and 24h, got "
+     "worker.conf:1: \"shutdown-timeout\" must be between 0 and 1d, got "
      "\"1441m\""},
 
     /* bad number */
@@ -194,6 +194,37 @@ static const struct {
     {REDIS GROUP "timeout 2m\n",
      "worker.conf:4: min-idle 1m (default) must be greater than timeout 2m "
      "(or entries still being delivered are reclaimed)"},
+
+    /* min-idle <= backoff-cap */
+    {REDIS GROUP "min-idle 10s\nbackoff-cap 10s\n",
+     "worker.conf:5: min-idle 10s must be greater than backoff-cap 10s (or "
+     "entries waiting for a retry are reclaimed)"},
+    {REDIS GROUP "min-idle 20s\n",
+     "worker.conf:4: min-idle 20s must be greater than backoff-cap 30s "
+     "(default) (or entries waiting for a retry are reclaimed)"},
+
+    /* types, done-ttl, retention */
+    {REDIS GROUP "types\n",
+     "worker.conf:4: wrong number of arguments for \"types\" (expected 1 or "
+     "more, got 0)"},
+    {REDIS GROUP "types A B A\n",
+     "worker.conf:4: event type \"A\" is listed twice"},
+    {REDIS GROUP "types \"Order Confirmed\"\n",
+     "worker.conf:4: bad event type \"Order Confirmed\" for \"types\" "
+     "(printable ASCII without spaces, at most 128 bytes)"},
+    {REDIS GROUP "types OrderConfirmed\ntypes OrderConfirmed\n",
+     "worker.conf:5: duplicate \"types\" (already set at line 4)"},
+    {REDIS "done-ttl 0\n" GROUP,
+     "worker.conf:2: \"done-ttl\" must be between 1s and 365d, got \"0\""},
+    {REDIS "retention 366d\n" GROUP,
+     "worker.conf:2: \"retention\" must be between 0 and 365d, got "
+     "\"366d\""},
+    {REDIS "retention 5\n" GROUP,
+     "worker.conf:2: bad duration \"5\" for \"retention\" (expected a "
+     "number and a unit: 250ms, 5s, 2m, 1h)"},
+    {REDIS GROUP "retention 1h\n",
+     "worker.conf:4: \"retention\" is a global directive: it must come "
+     "before the first group"},
 
     /* urls */
     {REDIS "group g\nurl ftp://127.0.0.1/g\n",
@@ -400,11 +431,15 @@ START_TEST(test_defaults) {
     ck_assert_str_eq(cfg->dead_letter_stream, "checkout:events:dlq");
     ck_assert_str_eq(cfg->log, "stderr");
     ck_assert_int_eq(cfg->shutdown_timeout_ms, 10000);
+    ck_assert_int_eq(cfg->done_ttl_ms, 7LL * 24 * 3600 * 1000);
+    ck_assert_int_eq(cfg->retention_ms, 3600 * 1000);
     ck_assert_int_eq(cfg->ngroups, 1);
     checkGroup(&cfg->groups[0], "g", 2, "checkout:events",
                "http://127.0.0.1:8094/g", 5000, 1, 5, 200, 30000, 60000);
     ck_assert_int_eq(cfg->groups[0].nschema_versions, 1);
     ck_assert_int_eq(cfg->groups[0].schema_versions[0], 1);
+    ck_assert_ptr_null(cfg->groups[0].types);
+    ck_assert_int_eq(cfg->groups[0].ntypes, 0);
     configFree(cfg);
 }
 END_TEST
@@ -421,7 +456,8 @@ START_TEST(test_every_field) {
         "\tdead-letter-stream   dlq\n"
         "log /var/log/checkout-worker.log\n"
         "shutdown-timeout 0ms\n"
-        "\n"
+        "done-ttl 30d\n"
+        "retention 0\n"
         "group receipt\n"
         "    stream \"orders stream\"\n"
         "    handler HTTP\n"
@@ -433,6 +469,7 @@ START_TEST(test_every_field) {
         "    backoff-cap 1ms\n"
         "    min-idle 24h\n"
         "    schema-versions 1 2 0 65535\n"
+        "    types OrderConfirmed com.example.x/y\n"
         "group review.v2_a-b\n"
         "    url HTTP://h\n"
         "    timeout 1h\n"
@@ -456,10 +493,12 @@ START_TEST(test_every_field) {
     ck_assert_str_eq(cfg->dead_letter_stream, "dlq");
     ck_assert_str_eq(cfg->log, "/var/log/checkout-worker.log");
     ck_assert_int_eq(cfg->shutdown_timeout_ms, 0);
+    ck_assert_int_eq(cfg->done_ttl_ms, 30LL * 24 * 3600 * 1000);
+    ck_assert_int_eq(cfg->retention_ms, 0);
     ck_assert_int_eq(cfg->ngroups, 2);
 
     g = &cfg->groups[0];
-    checkGroup(g, "receipt", 12, "orders stream",
+    checkGroup(g, "receipt", 13, "orders stream",
                "https://receipts.example:8443/r?x=1#frag", 250, 1024, 1000,
                1, 1, 24 * 3600 * 1000LL);
     ck_assert_int_eq(g->nschema_versions, 4);
@@ -467,12 +506,16 @@ START_TEST(test_every_field) {
     ck_assert_int_eq(g->schema_versions[1], 2);
     ck_assert_int_eq(g->schema_versions[2], 0);
     ck_assert_int_eq(g->schema_versions[3], 65535);
+    ck_assert_int_eq(g->ntypes, 2);
+    ck_assert_str_eq(g->types[0], "OrderConfirmed");
+    ck_assert_str_eq(g->types[1], "com.example.x/y");
 
     g = &cfg->groups[1];
-    checkGroup(g, "review.v2_a-b", 23, "checkout:events", "HTTP://h",
+    checkGroup(g, "review.v2_a-b", 25, "checkout:events", "HTTP://h",
                3600 * 1000, 1, 5, 120000, 120000, 61 * 60 * 1000);
     ck_assert_int_eq(g->nschema_versions, 1);
     ck_assert_int_eq(g->schema_versions[0], 1);
+    ck_assert_ptr_null(g->types);
     configFree(cfg);
 }
 END_TEST

@@ -146,6 +146,33 @@ START_TEST(test_dead_letter) {
 }
 END_TEST
 
+/* The brief's table: 2xx done; 408, 429, 5xx and no response retried;
+ * everything else (other 4xx, 3xx: no redirect is followed, 1xx) dead. */
+START_TEST(test_verdict) {
+    static const struct {
+        int responded, status;
+        retryVerdict verdict;
+    } cases[] = {
+        {1, 200, VERDICT_DONE}, {1, 201, VERDICT_DONE},
+        {1, 204, VERDICT_DONE}, {1, 299, VERDICT_DONE},
+        {1, 408, VERDICT_RETRY}, {1, 429, VERDICT_RETRY},
+        {1, 500, VERDICT_RETRY}, {1, 503, VERDICT_RETRY},
+        {1, 599, VERDICT_RETRY},
+        {1, 400, VERDICT_DEAD}, {1, 401, VERDICT_DEAD},
+        {1, 404, VERDICT_DEAD}, {1, 409, VERDICT_DEAD},
+        {1, 422, VERDICT_DEAD}, {1, 499, VERDICT_DEAD},
+        {1, 301, VERDICT_DEAD}, {1, 304, VERDICT_DEAD},
+        {1, 100, VERDICT_DEAD}, {1, 600, VERDICT_DEAD},
+        {0, 0, VERDICT_RETRY}
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        ck_assert_msg(retryVerdictFor(cases[i].responded, cases[i].status) ==
+                          cases[i].verdict, "status %d", cases[i].status);
+}
+END_TEST
+
 static Suite *retrySuite(void) {
     Suite *s = suite_create("retry");
     TCase *tc = tcase_create("retry");
@@ -157,6 +184,7 @@ static Suite *retrySuite(void) {
     tcase_add_test(tc, test_full_jitter);
     tcase_add_test(tc, test_invalid);
     tcase_add_test(tc, test_dead_letter);
+    tcase_add_test(tc, test_verdict);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,0 +1,265 @@
+/* Getting entries back: retries that are due (from the durable schedule),
+ * entries idle longer than min-idle (a crashed or hung consumer's, taken
+ * over with XAUTOCLAIM), and retention (XTRIM MINID below what any group
+ * still needs).
+ *
+ * An entry that was deleted from the stream while still pending cannot be
+ * delivered: Redis 7 reports it (XAUTOCLAIM's third element; XCLAIM leaves
+ * it out) and drops it from the pending list, so the scripts dead-letter
+ * it with the reason deleted_before_delivery there and then. */
+
+#define _POSIX_C_SOURCE 200809L
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "worker.h"
+
+/* KEYS: stream, retry schedule, dead-letter stream. ARGV: group, consumer,
+ * now ms, min-idle ms, count, now (RFC 3339), stream name.
+ * Takes the due retries that are this consumer's, or whose consumer has
+ * been silent for min-idle; returns {id, fields or nil, delivery count}. */
+static const char dueScript[] =
+    "local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[3], "
+    "  'LIMIT', 0, tonumber(ARGV[5])) "
+    "local out = {} "
+    "for _, id in ipairs(due) do "
+    "  local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1) "
+    "  if #p == 0 then "
+    "    redis.call('ZREM', KEYS[2], id) "
+    "  elseif p[1][2] == ARGV[2] or p[1][3] >= tonumber(ARGV[4]) then "
+    "    redis.call('ZREM', KEYS[2], id) "
+    "    local e = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id) "
+    "    if #e == 0 then "
+    "      redis.call('XADD', KEYS[3], '*', 'group', ARGV[1], "
+    "        'stream', ARGV[7], 'error', 'deleted_before_delivery', "
+    "        'attempts', p[1][4], 'original_id', id, 'failed_at', ARGV[6], "
+    "        'consumer', ARGV[2]) "
+    "      out[#out + 1] = {id, false, p[1][4]} "
+    "    else "
+    "      out[#out + 1] = {id, e[1][2], p[1][4] + 1} "
+    "    end "
+    "  end "
+    "end "
+    "return out";
+
+/* KEYS: stream, retry schedule, dead-letter stream. ARGV: group, consumer,
+ * min-idle ms, cursor, count, now (RFC 3339), stream name.
+ * Returns {next cursor, {{id, fields or nil, delivery count}, ...}}. */
+static const char reclaimScript[] =
+    "local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], "
+    "  ARGV[4], 'COUNT', ARGV[5]) "
+    "local out = {} "
+    "for _, e in ipairs(r[2]) do "
+    "  local p = redis.call('XPENDING', KEYS[1], ARGV[1], e[1], e[1], 1) "
+    "  redis.call('ZREM', KEYS[2], e[1]) "
+    "  out[#out + 1] = {e[1], e[2], p[1] and p[1][4] or 1} "
+    "end "
+    "for _, id in ipairs(r[3] or {}) do "
+    "  redis.call('ZREM', KEYS[2], id) "
+    "  redis.call('XADD', KEYS[3], '*', 'group', ARGV[1], "
+    "    'stream', ARGV[7], 'error', 'deleted_before_delivery', "
+    "    'attempts', 'unknown', 'original_id', id, 'failed_at', ARGV[6], "
+    "    'consumer', ARGV[2]) "
+    "  out[#out + 1] = {id, false, 0} "
+    "end "
+    "return {r[1], out}";
+
+/* KEYS: stream. ARGV: the id below which age alone allows trimming
+ * ("<now - retention>-0"). Trims below the oldest entry any group of the
+ * stream (ours or not) still needs: its oldest pending entry, or the one
+ * after its last-delivered id. Returns the number of entries trimmed. */
+static const char retentionScript[] =
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
+    "local groups = redis.call('XINFO', 'GROUPS', KEYS[1]) "
+    "if #groups == 0 then return 0 end "
+    "local dash = string.find(ARGV[1], '-', 1, true) "
+    "local bms = tonumber(string.sub(ARGV[1], 1, dash - 1)) "
+    "local bseq = 0 "
+    "local function consider(id, inc) "
+    "  local d = string.find(id, '-', 1, true) "
+    "  local ms = tonumber(string.sub(id, 1, d - 1)) "
+    "  local seq = tonumber(string.sub(id, d + 1)) + inc "
+    "  if ms < bms or (ms == bms and seq < bseq) then "
+    "    bms, bseq = ms, seq "
+    "  end "
+    "end "
+    "for _, g in ipairs(groups) do "
+    "  local t = {} "
+    "  for i = 1, #g, 2 do t[g[i]] = g[i + 1] end "
+    "  if t['pending'] > 0 then "
+    "    consider(redis.call('XPENDING', KEYS[1], t['name'])[2], 0) "
+    "  else "
+    "    consider(t['last-delivered-id'], 1) "
+    "  end "
+    "end "
+    "return redis.call('XTRIM', KEYS[1], 'MINID', "
+    "  string.format('%.0f-%.0f', bms, bseq))";
+
+/* Hands each {id, fields or nil, count} of 'list' to the group; a nil
+ * means the entry was deleted before delivery (dead-lettered by the
+ * script). */
+static void adoptAll(group *g, redisReply *list, const char *how) {
+    size_t i;
+
+    if (list->type != REDIS_REPLY_ARRAY) return;
+    for (i = 0; i < list->elements; i++) {
+        redisReply *e = list->element[i], entry, *parts[2];
+
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 3 ||
+            e->element[0]->type != REDIS_REPLY_STRING)
+            continue;
+        if (e->element[1]->type != REDIS_REPLY_ARRAY) {
+            g->stats.processed++;
+            g->stats.dead_lettered++;
+            logStart(LOG_ERROR);
+            logStr("group", g->cfg->name);
+            logStr("id", e->element[0]->str);
+            logStr("result", "deleted");
+            logStr("error", "deleted_before_delivery");
+            logStr("via", how);
+            logEnd();
+            continue;
+        }
+        /* the entry as XREADGROUP gives it: [id, [field, value, ...]] */
+        memset(&entry, 0, sizeof(entry));
+        entry.type = REDIS_REPLY_ARRAY;
+        entry.elements = 2;
+        parts[0] = e->element[0];
+        parts[1] = e->element[1];
+        entry.element = parts;
+        consumerAdopt(g, &entry, e->element[2]->type == REDIS_REPLY_INTEGER
+                                     ? e->element[2]->integer : 1);
+    }
+}
+
+/* How many entries the group can take on now. */
+static int room(const group *g) {
+    int n = g->cfg->concurrency * 4 - consumerHeld(g);
+
+    return n > 0 ? n : 0;
+}
+
+static void onDue(redisLink *l, redisReply *reply, void *privdata) {
+    group *g = privdata;
+
+    (void)l;
+    g->claiming = 0;
+    if (reply == NULL) return;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        if (strncmp(reply->str, "NOGROUP", 7) != 0)
+            logMsg(LOG_ERROR, "claiming due retries of group %s: %s",
+                   g->cfg->name, reply->str);
+        return;
+    }
+    adoptAll(g, reply, "retry");
+}
+
+static void scriptArgs(const group *g, const char *script, const char **argv,
+                       char *now) {
+    formatTime(now, 40, nowMs());
+    argv[0] = "EVAL";
+    argv[1] = script;
+    argv[2] = "3";
+    argv[3] = g->cfg->stream;
+    argv[4] = g->retry_key;
+    argv[5] = g->w->cfg->dead_letter_stream;
+    argv[6] = g->cfg->name;
+    argv[7] = g->w->consumer;
+}
+
+void reclaimDue(group *g) {
+    char nowms[24], idle[24], count[16], now[40];
+    const char *argv[13];
+    int n = room(g);
+
+    if (g->w->stopping || g->paused || !g->created || g->claiming || n == 0)
+        return;
+    if (n > g->cfg->concurrency) n = g->cfg->concurrency;
+    scriptArgs(g, dueScript, argv, now);
+    snprintf(nowms, sizeof(nowms), "%lld", nowMs());
+    snprintf(idle, sizeof(idle), "%lld", g->cfg->min_idle_ms);
+    snprintf(count, sizeof(count), "%d", n);
+    argv[8] = nowms;
+    argv[9] = idle;
+    argv[10] = count;
+    argv[11] = now;
+    argv[12] = g->cfg->stream;
+    if (linkCommandStrings(g->w->cmd, onDue, g, 13, argv) == 0)
+        g->claiming = 1;
+}
+
+static void onReclaim(redisLink *l, redisReply *reply, void *privdata) {
+    group *g = privdata;
+
+    (void)l;
+    g->reclaiming = 0;
+    if (reply == NULL) return;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        if (strncmp(reply->str, "NOGROUP", 7) != 0)
+            logMsg(LOG_ERROR, "reclaiming idle entries of group %s: %s",
+                   g->cfg->name, reply->str);
+        return;
+    }
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+        reply->element[0]->type != REDIS_REPLY_STRING)
+        return;
+    snprintf(g->reclaim_cursor, sizeof(g->reclaim_cursor), "%s",
+             reply->element[0]->str);
+    adoptAll(g, reply->element[1], "reclaim");
+}
+
+/* One XAUTOCLAIM page per call, going on from the cursor the last one
+ * returned ("0-0" again once the pending list was walked through). */
+void reclaimIdle(group *g) {
+    char idle[24], count[16], now[40];
+    const char *argv[13];
+    int n = room(g);
+
+    if (g->w->stopping || g->paused || !g->created || g->reclaiming ||
+        n == 0)
+        return;
+    scriptArgs(g, reclaimScript, argv, now);
+    snprintf(idle, sizeof(idle), "%lld", g->cfg->min_idle_ms);
+    snprintf(count, sizeof(count), "%d", n);
+    argv[8] = idle;
+    argv[9] = g->reclaim_cursor;
+    argv[10] = count;
+    argv[11] = now;
+    argv[12] = g->cfg->stream;
+    if (linkCommandStrings(g->w->cmd, onReclaim, g, 13, argv) == 0)
+        g->reclaiming = 1;
+}
+
+static void onRetention(redisLink *l, redisReply *reply, void *privdata) {
+    const char *stream = privdata;
+
+    (void)l;
+    if (reply == NULL) return;
+    if (reply->type == REDIS_REPLY_ERROR)
+        logMsg(LOG_ERROR, "retention of stream %s: %s", stream, reply->str);
+    else if (reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
+        logMsg(LOG_INFO, "trimmed %lld entries from stream %s",
+               reply->integer, stream);
+}
+
+/* Each stream the groups read, once. */
+void retentionRun(worker *w) {
+    char cutoff[40];
+    int i, j;
+
+    if (w->stopping) return;
+    snprintf(cutoff, sizeof(cutoff), "%lld-0",
+             nowMs() - w->cfg->retention_ms);
+    for (i = 0; i < w->ngroups; i++) {
+        const char *stream = w->groups[i].cfg->stream;
+        const char *argv[5] = {"EVAL", retentionScript, "1", stream, cutoff};
+
+        for (j = 0; j < i; j++)
+            if (strcmp(w->groups[j].cfg->stream, stream) == 0) break;
+        if (j < i) continue;
+        linkCommandStrings(w->cmd, onRetention, (void *)stream, 5, argv);
+    }
+}
