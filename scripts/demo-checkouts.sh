@@ -6,9 +6,14 @@
 # One checkout per payment test token plus an out-of-stock cart. Each prints
 # the request, the reply's status line, its relevant headers, its body and how
 # long it took. To add a sample, add a `sample` line at the end.
+#
+# With DEMO_IDS=FILE, a line "TITLE<tab>checkoutId<tab>status" is appended to
+# FILE for each sample that got a checkout id (scripts/demo.sh looks them up
+# later).
 set -uo pipefail
 
 url=${1:-http://127.0.0.1:8080/checkout}
+ids=${DEMO_IDS:-}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -43,6 +48,13 @@ sample() {
     echo "   < $(cat "$tmp/body")"
     echo "   ($time s)"
     echo
+
+    if [ -n "$ids" ]; then
+        local id status
+        id=$(grep -o '"checkoutId":"[^"]*"' "$tmp/body" | head -n 1 | cut -d'"' -f4)
+        status=$(grep -o '"status":"[^"]*"' "$tmp/body" | head -n 1 | cut -d'"' -f4)
+        [ -z "$id" ] || printf '%s\t%s\t%s\n' "$title" "$id" "${status:--}" >> "$ids"
+    fi
 }
 
 sample "card authorized"        "201 confirmed"        "$(cart tok_visa)"

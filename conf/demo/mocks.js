@@ -1,4 +1,5 @@
 // Mock cart, payment and orders services of the ngx_checkout demo (njs 0.7.9).
+// (The follow-up services the worker delivers events to: receivers.js.)
 //
 // Each service receives the step document the checkout module POSTs:
 //   {"checkoutId":"chk_...","idempotencyKey":null,"step":"authorize",
@@ -41,6 +42,14 @@ function stepDocument(r) {
     }
 
     return doc;
+}
+
+var crypto = require('crypto');
+
+// A stable id: the same seed, the same id.
+function derivedId(prefix, seed) {
+    return prefix + crypto.createHash('sha256').update(seed).digest('hex')
+                          .slice(0, 20);
 }
 
 function randomId(prefix) {
@@ -159,7 +168,48 @@ function payment(r) {
     }
 }
 
-// POST /create: creates the order.
+// POST /status: what became of a checkout's payment, for the review
+// service that reconciles a pending_review checkout (same step document).
+// The slow provider of tok_timeout did authorize in the end.
+function paymentStatus(r) {
+    var doc = stepDocument(r);
+    if (doc === undefined) {
+        return;
+    }
+
+    var p = doc.cart.payment;
+    var token = (p !== null && typeof p === 'object') ? p.token : undefined;
+    var v = doc.results.validate;
+
+    if (typeof doc.checkoutId !== 'string') {
+        return reply(r, 422, {reason: 'missing_checkout_id',
+                              message: '"checkoutId" is missing'});
+    }
+
+    switch (token) {
+
+    case 'tok_visa':
+    case 'tok_timeout':
+        return reply(r, 200, {status: 'authorized',
+                              paymentId: derivedId('pay_', doc.checkoutId),
+                              amount: (v && typeof v === 'object')
+                                      ? v.total : null,
+                              currency: (v && typeof v === 'object'
+                                         && typeof v.currency === 'string')
+                                        ? v.currency : 'EUR'});
+
+    case 'tok_decline':
+        return reply(r, 402, {reason: 'card_declined',
+                              message: 'The card was declined.'});
+
+    default:
+        return reply(r, 404, {reason: 'no_such_payment',
+                              message: 'No payment for this checkout.'});
+    }
+}
+
+// POST /create: creates the order. With an idempotency key the order id is
+// derived from it, so a retried request creates the same order.
 function orders(r) {
     var doc = stepDocument(r);
     if (doc === undefined) {
@@ -168,7 +218,9 @@ function orders(r) {
 
     var v = doc.results.validate;
     var a = doc.results.authorize;
-    var order = {orderId: randomId('ord_'),
+    var key = doc.idempotencyKey;
+    var order = {orderId: typeof key === 'string' && key !== ''
+                          ? derivedId('ord_', key) : randomId('ord_'),
                  total: (v && typeof v === 'object') ? v.total : null};
 
     if (a && typeof a === 'object' && typeof a.paymentId === 'string') {
@@ -178,4 +230,4 @@ function orders(r) {
     reply(r, 201, order);
 }
 
-export default {cart, payment, orders};
+export default {cart, payment, paymentStatus, orders};
