@@ -149,7 +149,8 @@ static void infoReply(infoCall *ic) {
         else
             infoAdd(buf, &len, "redis_address:%s:%d\r\n", a->host, a->port);
         infoAdd(buf, &len, "redis_reconnects:%lld\r\n", w->cmd->reconnects);
-        infoAdd(buf, &len, "deliveries_in_flight:%d\r\n", deliverInFlight(w->deliverer));
+        infoAdd(buf, &len, "deliveries_in_flight:%d\r\n",
+                deliverInFlight(w->deliverer));
         infoAdd(buf, &len, "\r\n");
     }
     if (wants(ic, "groups")) {
@@ -163,7 +164,8 @@ static void infoReply(infoCall *ic) {
                 if (t->state == TASK_WAITING) waiting++;
                 if (t->state == TASK_RETRYING) retrying++;
             }
-            infoAdd(buf, &len, "group_%s:stream=%s,state=%s,processed=%lld,succeeded=%lld,"
+            infoAdd(buf, &len,
+                "group_%s:stream=%s,state=%s,processed=%lld,succeeded=%lld,"
                 "failed=%lld,retried=%lld,dead_lettered=%lld,skipped=%lld,"
                 "duplicates=%lld,in_flight=%d,waiting=%d,retrying=%d,"
                 "pending=%lld,lag=%lld\r\n",

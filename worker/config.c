@@ -24,7 +24,7 @@
 
 #define CONFIG_MAX_FILE (1024 * 1024)   /* no config file comes near it */
 #define CONFIG_MAX_DURATION_MS (24LL * 3600 * 1000)
-#define CONFIG_MAX_KEEP_MS (365LL * 24 * 3600 * 1000)   /* done-ttl, retention */
+#define CONFIG_MAX_KEEP_MS (365LL * 24 * 3600 * 1000) /* done-ttl, retention */
 #define CONFIG_MAX_TYPE 128     /* bytes of an event type name */
 #define CONFIG_MAX_SCHEMA_VERSION 65535
 #define CONFIG_REPR_MAX 80      /* bytes of an argument shown in a message */
@@ -34,7 +34,8 @@
 enum {
     D_REDIS, D_REDIS_PASSWORD, D_REDIS_DB, D_CONSUMER_NAME, D_ADMIN,
     D_ADMIN_PASSWORD, D_DEAD_LETTER_STREAM, D_LOG, D_SHUTDOWN_TIMEOUT,
-    D_DONE_TTL, D_RETENTION, D_GROUP, D_STREAM, D_HANDLER, D_URL, D_TIMEOUT, D_CONCURRENCY,
+    D_DONE_TTL, D_RETENTION, D_GROUP, D_STREAM, D_HANDLER, D_URL, D_TIMEOUT,
+    D_CONCURRENCY,
     D_MAX_ATTEMPTS, D_BACKOFF_BASE, D_BACKOFF_CAP, D_MIN_IDLE,
     D_SCHEMA_VERSIONS, D_TYPES, D_COUNT
 };

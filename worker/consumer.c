@@ -102,8 +102,10 @@ static task *taskCreate(group *g, redisReply *entry, int attempt) {
                                  g->cfg->nschema_versions, t->parse_err,
                                  sizeof(t->parse_err));
     }
-    /* a malformed event has no subject to keep in order */
-    t->has_event = t->parse_rc == EVENT_OK;
+    /* a malformed event has no subject to keep in order or state to
+     * write; one of an unsupported version has (all else was checked) */
+    t->has_event = t->parse_rc == EVENT_OK ||
+                   t->parse_rc == EVENT_UNSUPPORTED;
     return t;
 
 oom:

@@ -21,9 +21,17 @@ package CheckoutRedis;
 #                     $ENV{TEST_NGINX_REDIS_UNIX}; returns the port.
 #                     Options: requirepass => 'secret' (cmd() then AUTHs),
 #                     args => ['--maxclients', 10] (more redis-server options)
-#   stop()            TERM (KILL after $StopBound s), reaped; data is lost
-#   restart()         stop() if running, then start again on the SAME port,
-#                     unix socket and dir, empty (nothing is persisted)
+#   stop([save => 1]) TERM (KILL after $StopBound s), reaped; data is lost,
+#                     unless save => 1: SAVE first, into dir()/dump.rdb, which
+#                     the next restart(keep => 1) loads
+#   restart([keep => 1])
+#                     stop() if running, then start again on the SAME port,
+#                     unix socket and dir, empty (nothing is persisted); with
+#                     keep => 1 the data survives: a running server SAVEs
+#                     before it stops, and the new one loads dump.rdb
+#   save()            SAVE (an RDB snapshot in dir(), for restart(keep => 1))
+#   free_port()       a TCP port nobody listens on, below the ephemeral range
+#                     (for other servers of a test: the worker's admin port)
 #   pause()/resume()  SIGSTOP/SIGCONT: the kernel still accepts connections,
 #                     nothing is answered
 #   client_pause($ms [, $mode])   CLIENT PAUSE $ms ALL (or WRITE)
@@ -120,7 +128,11 @@ sub start {
 }
 
 sub stop {
+    my (%opts) = @_;
+    my @unknown = grep { $_ ne 'save' } keys %opts;
+    croak "CheckoutRedis::stop: unknown option(s) @unknown" if @unknown;
     my $pid = $Server{pid} or return;
+    save() if $opts{save};
     _drop_connection();
 
     # A paused server acts on TERM only once it runs again.
@@ -135,13 +147,22 @@ sub stop {
 }
 
 sub restart {
+    my (%opts) = @_;
+    my @unknown = grep { $_ ne 'keep' } keys %opts;
+    croak "CheckoutRedis::restart: unknown option(s) @unknown" if @unknown;
     croak "CheckoutRedis::restart: never started" unless $Server{dir};
-    stop();
+    stop(save => ($opts{keep} && $Server{pid}) ? 1 : 0);
+    # An empty restart must not load a snapshot an earlier save() left.
+    unlink "$Server{dir}/dump.rdb" unless $opts{keep};
     _launch()
         or croak "CheckoutRedis::restart: port $Server{port} is taken:\n"
                  . log_tail();
     return $Server{port};
 }
+
+sub save { cmd('SAVE') }
+
+sub free_port { _free_port() }
 
 sub pause  { kill 'STOP', _running_pid() }
 sub resume { kill 'CONT', _running_pid() }
