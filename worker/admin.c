@@ -83,6 +83,7 @@ struct adminServer {
     int nlisteners;
     int port;
     struct event *resume_ev;    /* accepting again after EMFILE */
+    int accept_failing;         /* logged; quiet until an accept works */
     char *password;             /* NULL: no AUTH */
     const adminCommand *table;
     void *privdata;
@@ -217,7 +218,8 @@ toomany:
     return -1;
 badlength:
     snprintf(sc->err, sizeof(sc->err), "invalid %s length",
-             sc->state <= SCAN_COUNT_LF ? "multibulk" : "bulk");
+             sc->state == SCAN_COUNT || sc->state == SCAN_COUNT_LF ?
+             "multibulk" : "bulk");
     return -1;
 }
 
@@ -279,16 +281,17 @@ static void clientClose(adminClient *c) {
 /* Adds or removes the client's events to match what it waits for. Closes
  * the client when libevent refuses. */
 static void clientUpdateEvents(adminClient *c) {
-    int read = !c->busy && !c->close_after_reply && c->scan.err[0] == '\0';
-    int write = c->opos < c->olen;
+    int want_read = !c->busy && !c->close_after_reply &&
+                    c->scan.err[0] == '\0';
+    int want_write = c->opos < c->olen;
     int rc = 0;
 
-    if (read != c->reading)
-        rc |= read ? event_add(c->rev, NULL) : event_del(c->rev);
-    if (write != c->writing)
-        rc |= write ? event_add(c->wev, NULL) : event_del(c->wev);
-    c->reading = read;
-    c->writing = write;
+    if (want_read != c->reading)
+        rc |= want_read ? event_add(c->rev, NULL) : event_del(c->rev);
+    if (want_write != c->writing)
+        rc |= want_write ? event_add(c->wev, NULL) : event_del(c->wev);
+    c->reading = want_read;
+    c->writing = want_write;
     if (rc != 0) {
         logMsg(LOG_ERROR, "admin: cannot watch client %s", c->addr);
         clientClose(c);
@@ -364,9 +367,10 @@ static void clientAppend(adminClient *c, const char *buf, size_t len) {
  * spaces, so that no text can end the line early. */
 static void clientAppendLine(adminClient *c, char prefix, const char *text) {
     size_t len = strlen(text), i;
-    char *line = malloc(len + 3);
+    char *line;
 
-    if (line == NULL) {
+    if (c->fd == -1) return;
+    if ((line = malloc(len + 3)) == NULL) {
         clientAppend(c, "-ERR out of memory\r\n", 20);
         return;
     }
@@ -715,12 +719,15 @@ static int socketSetup(int fd) {
     return 0;
 }
 
+/* Starts or stops accepting connections. */
 static void serverWatch(adminServer *s, int on) {
     int i;
 
     for (i = 0; i < s->nlisteners; i++) {
-        if (on) event_add(s->listeners[i].ev, NULL);
-        else event_del(s->listeners[i].ev);
+        if (!on) event_del(s->listeners[i].ev);
+        else if (event_add(s->listeners[i].ev, NULL) != 0)
+            logMsg(LOG_ERROR, "admin: cannot watch the listening socket: "
+                   "no new clients");
     }
 }
 
@@ -744,13 +751,17 @@ static void serverAccept(evutil_socket_t lfd, short what, void *arg) {
         salen = sizeof(sa);
         fd = accept(lfd, (struct sockaddr *)&sa, &salen);
         if (fd == -1) {
-            if (errno == EINTR || errno == ECONNABORTED) continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-            logMsg(LOG_WARN, "admin: accept: %s", strerror(errno));
+            int error = errno;
+
+            if (error == EINTR || error == ECONNABORTED) continue;
+            if (error == EAGAIN || error == EWOULDBLOCK) return;
+            if (!s->accept_failing)
+                logMsg(LOG_WARN, "admin: accept: %s", strerror(error));
+            s->accept_failing = 1;
             /* Out of descriptors: the listener stays readable, so waiting
              * on it would spin; try again a little later. */
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
-                errno == ENOMEM) {
+            if (error == EMFILE || error == ENFILE || error == ENOBUFS ||
+                error == ENOMEM) {
                 struct timeval tv = {0, ADMIN_ACCEPT_PAUSE_MS * 1000};
 
                 serverWatch(s, 0);
@@ -758,6 +769,7 @@ static void serverAccept(evutil_socket_t lfd, short what, void *arg) {
             }
             return;
         }
+        s->accept_failing = 0;
         peerName(addr, sizeof(addr), (struct sockaddr *)&sa, salen);
         if (socketSetup(fd) == -1) {
             logMsg(LOG_WARN, "admin: client %s: %s", addr, strerror(errno));
@@ -937,7 +949,7 @@ void adminClose(adminServer *s) {
 
         if (!c->busy && c->opos < c->olen)
             (void)send(c->fd, c->obuf + c->opos, c->olen - c->opos,
-                        MSG_NOSIGNAL);
+                       MSG_NOSIGNAL);
         clientClose(c);
     }
     if (s->resume_ev != NULL) event_free(s->resume_ev);

@@ -8,7 +8,9 @@
  * A client's requests are served one at a time, in order: the next one is
  * read only after the previous one is done. Anything else on the wire
  * (inline commands, malformed frames, requests over the limits below) gets
- * "-ERR Protocol error: ..." and the connection is closed.
+ * "-ERR Protocol error: ..." and the connection is closed. If the peer goes
+ * away while a command runs, the reply functions do nothing and
+ * adminCommandDone() frees the client.
  *
  * Ownership: adminListen() returns a server the caller releases with
  * adminClose(). The command table and the privdata are the caller's and must

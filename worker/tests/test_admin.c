@@ -23,7 +23,7 @@
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 
-#define WAIT_MS 10000           /* bound of every wait (valgrind is slow) */
+#define WAIT_MS 5000            /* bound of every wait (valgrind is slow) */
 
 static struct event_base *base;
 static adminServer *srv;
