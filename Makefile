@@ -7,6 +7,7 @@
 #   make test [T=t/x.t]     deps, build, run the suites (or one file); PROVE_JOBS=1: one at a time
 #   make test-valgrind      the same with nginx under valgrind
 #   make demo / demo-stop   the demo under .demo/ (nginx on 127.0.0.1:8080)
+#   make bench-worker       the worker's deliveries per second (scripts/bench-worker.sh)
 #   make clean
 
 SHELL := /bin/bash
@@ -36,7 +37,7 @@ PROVE_FLAGS ?=
 # one at a time: it needs both cores and the suites measure deadlines.
 PROVE_JOBS  ?= 2
 
-.PHONY: all build deps test test-valgrind demo demo-stop clean
+.PHONY: all build deps test test-valgrind demo demo-stop bench-worker clean
 
 all: build
 
@@ -70,6 +71,10 @@ demo: deps
 
 demo-stop:
 	@scripts/demo-stop.sh
+
+bench-worker: deps
+	@$(MAKE) --no-print-directory build
+	@scripts/bench-worker.sh
 
 clean:
 	@scripts/demo-stop.sh --quiet || true
