@@ -46,6 +46,9 @@
 #define ADMIN_ACCEPT_PAUSE_MS 100   /* after running out of descriptors */
 #define ADMIN_NAME_SHOWN 64         /* bytes of an unknown name echoed */
 #define ADMIN_KEEP_OBUF (64 * 1024) /* larger idle output buffers are freed */
+/* Unsent reply bytes past which a client's next requests wait: a client
+ * that pipelines and does not read holds this much, not ADMIN_MAX_OUTPUT. */
+#define ADMIN_MAX_BACKLOG (256 * 1024)
 #define ADMIN_ADDR_SIZE 80          /* "[host]:port" of a peer */
 
 /* Where the scanner is in a request: "*N\r\n" then N times "$L\r\n" and L
@@ -105,6 +108,7 @@ struct adminClient {
     size_t *argvlen;
     int busy;                   /* its command is not done yet */
     int processing;             /* clientProcessInput() is on the stack */
+    int throttled;              /* requests wait for the replies to go */
     int authenticated;
     int close_after_reply;
     char *obuf;                 /* replies; obuf[opos..olen) unsent */
@@ -282,7 +286,8 @@ static void clientClose(adminClient *c) {
  * the client when libevent refuses. */
 static void clientUpdateEvents(adminClient *c) {
     int want_read = !c->busy && !c->close_after_reply &&
-                    c->scan.err[0] == '\0';
+                    c->scan.err[0] == '\0' &&
+                    c->olen - c->opos <= ADMIN_MAX_BACKLOG;
     int want_write = c->opos < c->olen;
     int rc = 0;
 
@@ -326,6 +331,12 @@ static void clientFlush(adminClient *c) {
             clientClose(c);
             return;
         }
+    }
+    if (c->throttled && !c->busy && !c->processing &&
+        c->olen - c->opos <= ADMIN_MAX_BACKLOG) {
+        c->throttled = 0;
+        clientProcessInput(c);      /* the requests that waited */
+        return;
     }
     clientUpdateEvents(c);
 }
@@ -609,6 +620,10 @@ static void clientProcessInput(adminClient *c) {
 
     c->processing = 1;
     while (c->fd != -1 && !c->busy && !c->close_after_reply) {
+        if (c->olen - c->opos > ADMIN_MAX_BACKLOG) {
+            c->throttled = 1;
+            break;
+        }
         if (redisReaderGetReply(c->reader, &request) != REDIS_OK) {
             /* Not expected after the scanner; out of memory, say. */
             adminReplyError(c, "ERR Protocol error: %s", c->reader->errstr);

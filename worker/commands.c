@@ -170,7 +170,8 @@ static void infoReply(infoCall *ic) {
                 "duplicates=%lld,in_flight=%d,waiting=%d,retrying=%d,"
                 "pending=%lld,lag=%lld\r\n",
                 g->cfg->name, g->cfg->stream,
-                w->stopping ? "stopping" : g->paused ? "paused" : "running",
+                w->stopping ? "stopping" : g->paused ? "paused"
+                : !g->created ? "starting" : "running",
                 g->stats.processed, g->stats.succeeded, g->stats.failed,
                 g->stats.retried, g->stats.dead_lettered, g->stats.skipped,
                 g->stats.duplicates, g->in_flight, waiting, retrying,

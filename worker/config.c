@@ -26,6 +26,7 @@
 #define CONFIG_MAX_DURATION_MS (24LL * 3600 * 1000)
 #define CONFIG_MAX_KEEP_MS (365LL * 24 * 3600 * 1000) /* done-ttl, retention */
 #define CONFIG_MAX_TYPE 128     /* bytes of an event type name */
+#define CONFIG_MAX_GROUP_NAME 64
 #define CONFIG_MAX_SCHEMA_VERSION 65535
 #define CONFIG_REPR_MAX 80      /* bytes of an argument shown in a message */
 #define CONFIG_REPR_SIZE (CONFIG_REPR_MAX * 4 + 8)
@@ -674,6 +675,12 @@ static int finishGroup(configParser *p, const groupConfig *g) {
     return CONFIG_OK;
 }
 
+/* The fields the nginx module keeps in a checkout's state hash, where each
+ * group has a field of its own. */
+static const char *const reserved[] = {
+    "status", "orderId", "created", "updated", "step", "eventId", NULL
+};
+
 /* Ends the current group section, if any, and starts the one named 'name'
  * with the group defaults. Returns CONFIG_OK, or CONFIG_ERR with the
  * parser's error set. */
@@ -692,6 +699,14 @@ static int startGroup(configParser *p, const char *name) {
      * argument and the prefix of "group:ce_id" idempotency keys. */
     if (*name == '\0')
         return parserError(p, p->line, "empty group name");
+    if (strlen(name) > CONFIG_MAX_GROUP_NAME)
+        return parserError(p, p->line, "group name %s is longer than %d "
+                           "bytes", repr(q, name), CONFIG_MAX_GROUP_NAME);
+    for (i = 0; reserved[i] != NULL; i++)
+        if (strcmp(name, reserved[i]) == 0)
+            return parserError(p, p->line, "group name %s is a field of "
+                               "the checkout state hash (the task's field "
+                               "would overwrite it)", repr(q, name));
     for (c = name; *c != '\0'; c++)
         if (!isalnum((unsigned char)*c) && strchr("-_.", *c) == NULL)
             return parserError(p, p->line, "bad group name %s (letters, "

@@ -24,8 +24,9 @@
 #include "worker.h"
 
 #define CONSUMER_BLOCK_MS 2000      /* one XREADGROUP waits this long */
-#define CONSUMER_BUFFER 4           /* entries held per unit of concurrency */
 #define CONSUMER_MAX_RETRYING 4096  /* entries waiting for a retry, held */
+#define CONSUMER_MAX_FIELDS 2048    /* strings of an entry (Lua's unpack()
+                                     * takes about 8000 arguments) */
 
 static void consumerRead(group *g);
 static void taskDeliver(task *t);
@@ -50,10 +51,6 @@ static task *findTask(const group *g, const char *id) {
     return NULL;
 }
 
-int consumerHolds(const group *g, const char *id) {
-    return findTask(g, id) != NULL;
-}
-
 /* Entries held that are not just waiting for their retry: what the read
  * buffer is measured in. */
 int consumerHeld(const group *g) {
@@ -76,6 +73,14 @@ static task *taskCreate(group *g, redisReply *entry, int attempt) {
     t->attempt = attempt;
     t->state = TASK_WAITING;
     if ((t->id = strdup(id->str)) == NULL) goto oom;
+    if (fv->type == REDIS_REPLY_ARRAY && fv->elements > CONSUMER_MAX_FIELDS) {
+        /* dead-lettered without its fields: no script could carry them */
+        t->parse_rc = EVENT_MALFORMED;
+        snprintf(t->parse_err, sizeof(t->parse_err),
+                 "malformed_event: more than %d fields",
+                 CONSUMER_MAX_FIELDS / 2);
+        return t;
+    }
     if (fv->type == REDIS_REPLY_ARRAY && fv->elements > 0) {
         t->fields = calloc(fv->elements, sizeof(char *));
         t->lens = calloc(fv->elements, sizeof(size_t));
@@ -111,6 +116,20 @@ static task *taskCreate(group *g, redisReply *entry, int attempt) {
 oom:
     taskFree(t);
     return NULL;
+}
+
+/* Compares two stream entry ids ("ms-seq") as Redis orders them. */
+static int idCompare(const char *a, const char *b) {
+    unsigned long long ams, aseq = 0, bms, bseq = 0;
+    char *end;
+
+    ams = strtoull(a, &end, 10);
+    if (*end == '-') aseq = strtoull(end + 1, NULL, 10);
+    bms = strtoull(b, &end, 10);
+    if (*end == '-') bseq = strtoull(end + 1, NULL, 10);
+    if (ams != bms) return ams < bms ? -1 : 1;
+    if (aseq != bseq) return aseq < bseq ? -1 : 1;
+    return 0;
 }
 
 /* Whether an earlier task of the group has the same subject. */
@@ -183,7 +202,7 @@ static void consumerDispatch(group *g) {
     do {
         g->dispatch_again = 0;
         for (t = g->tasks; t; t = t->next) {
-            if (g->w->stopping || g->paused ||
+            if (g->w->stopping || g->paused || !g->w->cmd->ready ||
                 g->in_flight >= g->cfg->concurrency)
                 break;
             if (t->state == TASK_WAITING && !subjectBusy(g, t)) {
@@ -224,6 +243,21 @@ void consumerTaskDone(task *t) {
     workerCheckStopped(g->w);
 }
 
+/* A step of the task could not reach Redis (the commands link is down):
+ * the task goes back to waiting, its place in its subject's order kept,
+ * and starts again from the begin script once the link is back. The begin
+ * script makes that safe: a done record, or an entry no longer pending
+ * (its outcome had been applied), ends it there. */
+void consumerTaskRequeue(task *t) {
+    group *g = t->g;
+
+    if (t->state != TASK_RETRYING && t->state != TASK_WAITING)
+        g->in_flight--;
+    t->state = TASK_WAITING;
+    consumerKick(g);
+    workerCheckStopped(g->w);
+}
+
 /* The retry is scheduled: the task stays (its subject waits) but frees its
  * slot. */
 void consumerTaskRetrying(task *t, long long due_ms) {
@@ -259,8 +293,17 @@ void consumerAdopt(group *g, redisReply *entry, long long attempt) {
                entry->element[0]->str, g->cfg->name);
         return;
     }
-    for (p = &g->tasks; *p; p = &(*p)->next)
-        ;
+    /* at the end, but before a later entry of its subject that is still
+     * waiting (a retry or a reclaimed entry coming back) */
+    for (p = &g->tasks; *p; p = &(*p)->next) {
+        task *o = *p;
+
+        if (t->has_event && o->has_event && o->state == TASK_WAITING &&
+            strcmp(o->ev.subject, t->ev.subject) == 0 &&
+            idCompare(o->id, t->id) > 0)
+            break;
+    }
+    t->next = *p;
     *p = t;
     g->ntasks++;
     consumerDispatch(g);
@@ -284,8 +327,18 @@ static void taskDelivered(const deliveryResult *r, void *privdata) {
 
     if (verdict == VERDICT_DONE) {
         memset(&reply, 0, sizeof(reply));
+        if (r->truncated && r->content_type &&
+            strstr(r->content_type, "json") != NULL) {
+            /* what it asks for cannot be known: not done quietly */
+            g->stats.failed++;
+            snprintf(error, sizeof(error), "bad_reply: body over %d bytes",
+                     DELIVER_MAX_BODY);
+            stateDead(t, error);
+            return;
+        }
         if (replyParse(&reply, r->content_type, r->body, r->bodylen, error,
                        sizeof(error)) != REPLY_OK) {
+            g->stats.failed++;
             stateDead(t, error);
             return;
         }
@@ -439,29 +492,41 @@ static void consumerRead(group *g) {
     }
 }
 
-/* Reads more if the group may: running, its group created, its link up,
- * room in its buffer and no read already out. */
+/* Reads more if the group may: running, its group created, both its link
+ * and the commands link up (what it reads needs the scripts), room in its
+ * buffer and no read already out. */
 void consumerKick(group *g) {
     consumerDispatch(g);
     if (g->w->stopping || g->paused || !g->created || g->reading ||
-        !g->reader->ready)
+        !g->reader->ready || !g->w->cmd->ready)
         return;
     consumerRead(g);
 }
 
 /* ------------------------------------------------------ the group itself */
 
+static void consumerStartEvent(evutil_socket_t fd, short what, void *arg) {
+    (void)fd;
+    (void)what;
+    consumerStart(arg);
+}
+
 static void consumerOnCreate(redisLink *l, redisReply *reply,
                              void *privdata) {
     group *g = privdata;
+    struct timeval tv = {1, 0};
 
     (void)l;
     g->creating = 0;
     if (reply == NULL) return;      /* the link comes back and retries */
     if (reply->type == REDIS_REPLY_ERROR &&
         strncmp(reply->str, "BUSYGROUP", 9) != 0) {
+        /* out of memory, a read-only replica after a failover: again in a
+         * second, until Redis takes it */
         logMsg(LOG_ERROR, "cannot create group %s on stream %s: %s",
                g->cfg->name, g->cfg->stream, reply->str);
+        event_base_once(g->w->base, -1, EV_TIMEOUT, consumerStartEvent, g,
+                        &tv);
         return;
     }
     if (reply->type != REDIS_REPLY_ERROR)
@@ -482,11 +547,10 @@ void consumerStart(group *g) {
         g->creating = 1;
 }
 
-/* Lets go of the retries held in memory: the schedule in Redis has them
- * (the due script hands them back to their consumer), unless that Redis
- * came back empty, when holding them would block their subjects forever.
- * 'stale_ms' > 0 lets go only of those overdue by that much (another
- * consumer took them over). */
+/* Lets go of the retries held in memory that are overdue by more than
+ * 'stale_ms': the due script did not hand them back, so another consumer
+ * took them over, or Redis lost them (restarted empty); holding them would
+ * block their subjects for good. */
 void consumerForgetRetries(group *g, long long stale_ms) {
     long long now = nowMs();
     task *t;
@@ -494,8 +558,7 @@ void consumerForgetRetries(group *g, long long stale_ms) {
     /* from the head again after each: letting go can start others */
 again:
     for (t = g->tasks; t; t = t->next) {
-        if (t->state == TASK_RETRYING &&
-            (stale_ms == 0 || t->due_ms + stale_ms < now)) {
+        if (t->state == TASK_RETRYING && t->due_ms + stale_ms < now) {
             consumerTaskDone(t);
             goto again;
         }
@@ -507,7 +570,6 @@ void consumerLinkUp(worker *w) {
 
     for (i = 0; i < w->ngroups; i++) {
         w->groups[i].created = 0;
-        consumerForgetRetries(&w->groups[i], 0);
         consumerStart(&w->groups[i]);
     }
 }

@@ -20,15 +20,24 @@
 
 #define REPLAY_BATCH 100
 
-/* KEYS: the dead-letter stream. ARGV: an id, or '' for a batch from the
- * exclusive start ARGV[2], of at most ARGV[3] entries.
- * Returns {replayed, entries looked at, last id looked at}. */
+/* KEYS: the dead-letter stream. ARGV: an id, or '' for a batch of at
+ * most ARGV[3] entries from the exclusive start ARGV[2] to the end ARGV[4]
+ * ('' on the first batch: the newest dead letter now, so that letters
+ * added while REPLAY ALL runs are not chased).
+ * Returns {replayed, entries looked at, last id looked at, end}. */
 static const char replayScript[] =
     "local entries "
+    "local stop = ARGV[4] "
     "if ARGV[1] ~= '' then "
     "  entries = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) "
     "else "
-    "  entries = redis.call('XRANGE', KEYS[1], ARGV[2], '+', "
+    "  if stop == '' then "
+    "    local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', "
+    "      'COUNT', 1) "
+    "    if #newest == 0 then return {0, 0, '', ''} end "
+    "    stop = newest[1][1] "
+    "  end "
+    "  entries = redis.call('XRANGE', KEYS[1], ARGV[2], stop, "
     "    'COUNT', ARGV[3]) "
     "end "
     "local n, last = 0, '' "
@@ -58,12 +67,13 @@ static const char replayScript[] =
     "    n = n + 1 "
     "  end "
     "end "
-    "return {n, #entries, last}";
+    "return {n, #entries, last, stop}";
 
 typedef struct replayCall {
     worker *w;
     int all;
     char id[64];            /* the one id, or the last id of the batch */
+    char stop[64];          /* REPLAY ALL: the newest when it began */
     long long replayed;
     replayDoneProc *fn;
     void *privdata;
@@ -72,8 +82,16 @@ typedef struct replayCall {
 static int replaySend(replayCall *rc);
 
 static void replayFinish(replayCall *rc, const char *error) {
+    char why[300];
+
     if (rc->replayed > 0 || error == NULL)
         logMsg(LOG_INFO, "replayed %lld dead letters", rc->replayed);
+    if (error && rc->replayed > 0) {
+        /* what was replayed is replayed: say so */
+        snprintf(why, sizeof(why), "%s (after replaying %lld)", error,
+                 rc->replayed);
+        error = why;
+    }
     rc->fn(rc->replayed, error, rc->privdata);
     free(rc);
 }
@@ -90,13 +108,14 @@ static void onReplay(redisLink *l, redisReply *reply, void *privdata) {
         replayFinish(rc, reply->str);
         return;
     }
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3) {
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 4) {
         replayFinish(rc, "unexpected reply from Redis");
         return;
     }
     rc->replayed += reply->element[0]->integer;
     if (rc->all && reply->element[1]->integer == REPLAY_BATCH) {
         snprintf(rc->id, sizeof(rc->id), "(%s", reply->element[2]->str);
+        snprintf(rc->stop, sizeof(rc->stop), "%s", reply->element[3]->str);
         if (replaySend(rc) != 0) replayFinish(rc, "redis link down");
         return;
     }
@@ -105,7 +124,7 @@ static void onReplay(redisLink *l, redisReply *reply, void *privdata) {
 
 static int replaySend(replayCall *rc) {
     char batch[16];
-    const char *argv[7];
+    const char *argv[8];
 
     snprintf(batch, sizeof(batch), "%d", REPLAY_BATCH);
     argv[0] = "EVAL";
@@ -115,7 +134,8 @@ static int replaySend(replayCall *rc) {
     argv[4] = rc->all ? "" : rc->id;
     argv[5] = rc->all ? rc->id : "-";
     argv[6] = batch;
-    return linkCommandStrings(rc->w->cmd, onReplay, rc, 7, argv);
+    argv[7] = rc->stop;
+    return linkCommandStrings(rc->w->cmd, onReplay, rc, 8, argv);
 }
 
 /* Replays the dead letter 'id', or all of them when 'id' is NULL, in

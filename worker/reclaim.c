@@ -98,6 +98,27 @@ static const char retentionScript[] =
     "return redis.call('XTRIM', KEYS[1], 'MINID', "
     "  string.format('%.0f-%.0f', bms, bseq))";
 
+/* KEYS: stream. ARGV: group, this consumer, idle ms.
+ * Deletes the group's consumers that have nothing pending and have been
+ * silent that long: the names of workers gone (hostname:pid is new with
+ * each start). One with entries pending stays until reclaim empties it.
+ * Returns how many went. */
+static const char consumersScript[] =
+    "local n = 0 "
+    "for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], "
+    "    ARGV[1])) do "
+    "  local t = {} "
+    "  for i = 1, #c, 2 do t[c[i]] = c[i + 1] end "
+    "  if t['pending'] == 0 and t['idle'] > tonumber(ARGV[3]) and "
+    "      t['name'] ~= ARGV[2] then "
+    "    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], t['name']) "
+    "    n = n + 1 "
+    "  end "
+    "end "
+    "return n";
+
+#define CONSUMER_FORGET_MS (3600 * 1000)
+
 /* Hands each {id, fields or nil, count} of 'list' to the group; a nil
  * means the entry was deleted before delivery (dead-lettered by the
  * script). */
@@ -112,6 +133,13 @@ static void adoptAll(group *g, redisReply *list, const char *how) {
             e->element[0]->type != REDIS_REPLY_STRING)
             continue;
         if (e->element[1]->type != REDIS_REPLY_ARRAY) {
+            task *t;
+
+            /* a held task of it would block its subject: let it go */
+            for (t = g->tasks; t; t = t->next)
+                if (strcmp(t->id, e->element[0]->str) == 0) break;
+            if (t && (t->state == TASK_WAITING || t->state == TASK_RETRYING))
+                consumerTaskDone(t);
             g->stats.processed++;
             g->stats.dead_lettered++;
             logStart(LOG_ERROR);
@@ -137,9 +165,22 @@ static void adoptAll(group *g, redisReply *list, const char *how) {
 
 /* How many entries the group can take on now. */
 static int room(const group *g) {
-    int n = g->cfg->concurrency * 4 - consumerHeld(g);
+    int n = g->cfg->concurrency * CONSUMER_BUFFER - consumerHeld(g);
 
     return n > 0 ? n : 0;
+}
+
+/* Retries this worker holds that are due: the due script must be able to
+ * hand them back however full the buffer is, or a subject waiting behind
+ * one would wait for good. */
+static int heldDue(const group *g) {
+    long long now = nowMs();
+    const task *t;
+    int n = 0;
+
+    for (t = g->tasks; t; t = t->next)
+        if (t->state == TASK_RETRYING && t->due_ms <= now) n++;
+    return n;
 }
 
 static void onDue(redisLink *l, redisReply *reply, void *privdata) {
@@ -175,9 +216,10 @@ void reclaimDue(group *g) {
     const char *argv[13];
     int n = room(g);
 
+    if (n > g->cfg->concurrency) n = g->cfg->concurrency;
+    n += heldDue(g);
     if (g->w->stopping || g->paused || !g->created || g->claiming || n == 0)
         return;
-    if (n > g->cfg->concurrency) n = g->cfg->concurrency;
     scriptArgs(g, dueScript, argv, now);
     snprintf(nowms, sizeof(nowms), "%lld", nowMs());
     snprintf(idle, sizeof(idle), "%lld", g->cfg->min_idle_ms);
@@ -209,6 +251,9 @@ static void onReclaim(redisLink *l, redisReply *reply, void *privdata) {
     snprintf(g->reclaim_cursor, sizeof(g->reclaim_cursor), "%s",
              reply->element[0]->str);
     adoptAll(g, reply->element[1], "reclaim");
+    /* a crashed worker's backlog is taken over page after page while
+     * there is room, not one page per interval */
+    if (strcmp(g->reclaim_cursor, "0-0") != 0) reclaimIdle(g);
 }
 
 /* One XAUTOCLAIM page per call, going on from the cursor the last one
@@ -233,6 +278,15 @@ void reclaimIdle(group *g) {
         g->reclaiming = 1;
 }
 
+static void onConsumers(redisLink *l, redisReply *reply, void *privdata) {
+    group *g = privdata;
+
+    (void)l;
+    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
+        logMsg(LOG_INFO, "deleted %lld idle consumers without pending "
+               "entries from group %s", reply->integer, g->cfg->name);
+}
+
 static void onRetention(redisLink *l, redisReply *reply, void *privdata) {
     const char *stream = privdata;
 
@@ -245,12 +299,20 @@ static void onRetention(redisLink *l, redisReply *reply, void *privdata) {
                reply->integer, stream);
 }
 
-/* Each stream the groups read, once. */
+/* Each stream the groups read, once; and the consumers of gone workers. */
 void retentionRun(worker *w) {
-    char cutoff[40];
+    char cutoff[40], idle[24];
     int i, j;
 
     if (w->stopping) return;
+    snprintf(idle, sizeof(idle), "%d", CONSUMER_FORGET_MS);
+    for (i = 0; i < w->ngroups; i++) {
+        group *g = &w->groups[i];
+        const char *argv[7] = {"EVAL", consumersScript, "1", g->cfg->stream,
+                               g->cfg->name, w->consumer, idle};
+
+        if (g->created) linkCommandStrings(w->cmd, onConsumers, g, 7, argv);
+    }
     snprintf(cutoff, sizeof(cutoff), "%lld-0",
              nowMs() - w->cfg->retention_ms);
     for (i = 0; i < w->ngroups; i++) {

@@ -103,8 +103,8 @@ static void linkOnDisconnect(const redisAsyncContext *ac, int status) {
     linkDown(l);
 }
 
-/* The last reply of the handshake (AUTH, SELECT and PING are pipelined; an
- * error in any of them drops the link). */
+/* The last reply of the handshake (AUTH, SELECT, CLIENT SETNAME and PING
+ * are pipelined; an error in any of them drops the link). */
 static void linkOnHandshake(redisLink *l, redisReply *reply, void *privdata) {
     (void)privdata;
     if (reply == NULL) return;
@@ -202,6 +202,18 @@ static void linkConnect(redisLink *l) {
 
         snprintf(db, sizeof(db), "%d", cfg->redis_db);
         linkSend(l, linkOnHandshake, NULL, 2, argv, NULL);
+    }
+    {
+        /* CLIENT LIST shows whose connection it is ("checkout-worker:
+         * reader:receipt"): the name has no spaces, group names none */
+        char name[200];
+        const char *argv[3] = {"CLIENT", "SETNAME", name};
+        size_t i;
+
+        snprintf(name, sizeof(name), "checkout-worker:%s", l->name);
+        for (i = 0; name[i]; i++)
+            if (name[i] == ' ') name[i] = ':';
+        linkSend(l, linkOnHandshake, NULL, 3, argv, NULL);
     }
     {
         const char *argv[1] = {"PING"};

@@ -19,13 +19,17 @@
 #include "reply.h"
 #include "worker.h"
 
-/* KEYS: stream, done record, state hash. ARGV: group, id, attempt.
- * 1: done already (and now acknowledged); 0: go on. */
+/* KEYS: stream, done record, state hash. ARGV: group, id, attempt,
+ * consumer. 1: done already (and now acknowledged); 2: no longer this
+ * consumer's (acknowledged by an earlier outcome whose reply was lost, or
+ * taken over by another consumer); 0: go on. */
 static const char beginScript[] =
     "if redis.call('EXISTS', KEYS[2]) == 1 then "
     "  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) "
     "  return 1 "
     "end "
+    "local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) "
+    "if #p == 0 or p[1][2] ~= ARGV[4] then return 2 end "
     "if ARGV[3] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then "
     "  redis.call('HSET', KEYS[3], ARGV[1], 'pending') "
     "end "
@@ -88,6 +92,32 @@ static const char deadScript[] =
     "end "
     "return 1";
 
+/* KEYS: stream, dead-letter stream, retry schedule. ARGV: group,
+ * consumer, now (RFC 3339), stream name, then the ids held.
+ * Claims each held entry again (JUSTID: the delivery count stays) if it is
+ * still this consumer's and still in the stream; dead-letters one deleted
+ * meanwhile. Returns {ids no longer ours, ids deleted}. */
+static const char touchScript[] =
+    "local gone, deleted = {}, {} "
+    "for i = 5, #ARGV do "
+    "  local id = ARGV[i] "
+    "  local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1) "
+    "  if #p == 0 or p[1][2] ~= ARGV[2] then "
+    "    gone[#gone + 1] = id "
+    "  elseif #redis.call('XRANGE', KEYS[1], id, id) == 0 then "
+    "    redis.call('XACK', KEYS[1], ARGV[1], id) "
+    "    redis.call('ZREM', KEYS[3], id) "
+    "    redis.call('XADD', KEYS[2], '*', 'group', ARGV[1], "
+    "      'stream', ARGV[4], 'error', 'deleted_before_delivery', "
+    "      'attempts', p[1][4], 'original_id', id, 'failed_at', ARGV[3], "
+    "      'consumer', ARGV[2]) "
+    "    deleted[#deleted + 1] = id "
+    "  else "
+    "    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'JUSTID') "
+    "  end "
+    "end "
+    "return {gone, deleted}";
+
 /* An argument vector being built: NUL-terminated copies are not needed,
  * the strings outlive the call (hiredis formats the command at once). */
 typedef struct args {
@@ -136,12 +166,13 @@ static void logDuration(const task *t) {
     logInt("duration_ms", monotonicMs() - t->started_ms);
 }
 
-/* A script's reply: an error reply is logged; the entry stays pending and
- * comes back through reclaim. Returns 0 for a usable reply. */
+/* Logs a script that failed (no reply, or an error reply). Returns 0 for
+ * a usable reply. */
 static int scriptFailed(task *t, redisReply *reply, const char *what) {
     if (reply != NULL && reply->type != REDIS_REPLY_ERROR) return 0;
-    logStart(LOG_ERROR);
-    logStr("msg", "script failed, the entry stays pending");
+    logStart(reply ? LOG_ERROR : LOG_WARN);
+    logStr("msg", reply ? "script failed, the entry stays pending"
+                        : "redis link down, the entry waits for it");
     logStr("group", t->g->cfg->name);
     logStr("id", t->id);
     logStr("step", what);
@@ -150,17 +181,28 @@ static int scriptFailed(task *t, redisReply *reply, const char *what) {
     return 1;
 }
 
-/* Sends a script; when it cannot go out (link down), the entry is let go:
- * it stays pending and reclaim brings it back. */
+/* After a script failed: with no reply (the link went down) the task
+ * waits for the link and starts over; with an error reply (Redis refused:
+ * out of memory, say) it is let go, its entry pending, and reclaim brings
+ * it back after min-idle rather than at once. */
+static void afterFailure(task *t, redisReply *reply) {
+    if (reply == NULL)
+        consumerTaskRequeue(t);
+    else
+        consumerTaskDone(t);
+}
+
+/* Sends a script with the task as the callback's data. */
 static void sendScript(task *t, const char *script, args *a,
-                       linkReplyProc *fn, const char *what) {
+                       linkReplyProc *fn, void *privdata, const char *what) {
     a->argv[0] = "EVAL";
     a->lens[0] = 4;
     a->argv[1] = script;
     a->lens[1] = strlen(script);
-    if (linkCommand(t->g->w->cmd, fn, t, a->argc, a->argv, a->lens) != 0) {
+    if (linkCommand(t->g->w->cmd, fn, privdata, a->argc, a->argv, a->lens)
+        != 0) {
         scriptFailed(t, NULL, what);
-        consumerTaskDone(t);
+        consumerTaskRequeue(t);
     }
 }
 
@@ -183,6 +225,13 @@ static void onBegin(redisLink *l, redisReply *reply, void *privdata) {
 
     (void)l;
     if (scriptFailed(t, reply, "begin")) {
+        afterFailure(t, reply);
+        return;
+    }
+    if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 2) {
+        logTask(LOG_INFO, t, "released");
+        logStr("reason", "no longer pending for this consumer");
+        logEnd();
         consumerTaskDone(t);
         return;
     }
@@ -203,7 +252,7 @@ void stateBegin(task *t) {
     args a;
 
     if (argsInit(&a, 10) != 0) {
-        consumerTaskDone(t);
+        consumerTaskRequeue(t);
         return;
     }
     keyDone(done, sizeof(done), t);
@@ -217,7 +266,8 @@ void stateBegin(task *t) {
     argsStr(&a, t->g->cfg->name);
     argsStr(&a, t->id);
     argsStr(&a, attempt);
-    sendScript(t, beginScript, &a, onBegin, "begin");
+    argsStr(&a, t->g->w->consumer);
+    sendScript(t, beginScript, &a, onBegin, t, "begin");
     argsFree(&a);
 }
 
@@ -229,7 +279,7 @@ static void onFinish(redisLink *l, redisReply *reply, void *privdata) {
 
     (void)l;
     if (scriptFailed(t, reply, "finish")) {
-        consumerTaskDone(t);
+        afterFailure(t, reply);
         return;
     }
     g->stats.processed++;
@@ -253,8 +303,15 @@ void stateFinish(task *t, const handlerReply *reply) {
     int i;
 
     t->state = TASK_FINISHING;
+    if (reply->nemit > 0 &&
+        strlen(t->ev.id) + strlen(t->g->cfg->name) + 8 > EVENT_MAX_VALUE) {
+        /* the emitted ids would be too long for any group to accept */
+        stateDead(t, "bad_reply: the parent ce_id is too long to derive "
+                     "emitted ids from");
+        return;
+    }
     if (argsInit(&a, 16 + 3 * reply->nemit) != 0) {
-        consumerTaskDone(t);
+        consumerTaskRequeue(t);
         return;
     }
     keyDone(done, sizeof(done), t);
@@ -283,7 +340,7 @@ void stateFinish(task *t, const handlerReply *reply) {
         argsStr(&a, reply->emit[i].schemaversion
                         ? reply->emit[i].schemaversion : "1");
     }
-    sendScript(t, finishScript, &a, onFinish, "finish");
+    sendScript(t, finishScript, &a, onFinish, t, "finish");
     argsFree(&a);
 }
 
@@ -302,7 +359,7 @@ static void onRetry(redisLink *l, redisReply *reply, void *privdata) {
 
     (void)l;
     if (scriptFailed(t, reply, "retry")) {
-        consumerTaskDone(t);
+        afterFailure(t, reply);
     } else {
         g->stats.retried++;
         logTask(LOG_WARN, t, "retry");
@@ -324,7 +381,7 @@ void stateRetry(task *t, long long delay_ms, const char *error) {
     t->state = TASK_FINISHING;
     if (rc == NULL || argsInit(&a, 8) != 0) {
         free(rc);
-        consumerTaskDone(t);
+        consumerTaskRequeue(t);
         return;
     }
     rc->t = t;
@@ -347,7 +404,7 @@ void stateRetry(task *t, long long delay_ms, const char *error) {
     if (linkCommand(t->g->w->cmd, onRetry, rc, a.argc, a.argv, a.lens) != 0) {
         scriptFailed(t, NULL, "retry");
         free(rc);
-        consumerTaskDone(t);
+        consumerTaskRequeue(t);
     }
     argsFree(&a);
 }
@@ -365,15 +422,18 @@ static void onDead(redisLink *l, redisReply *reply, void *privdata) {
     group *g = t->g;
 
     (void)l;
-    if (!scriptFailed(t, reply, "dead-letter")) {
-        g->stats.processed++;
-        g->stats.dead_lettered++;
-        logTask(LOG_ERROR, t, "dead");
-        logStr("error", dc->error);
-        if (t->status) logInt("status", t->status);
-        logDuration(t);
-        logEnd();
+    if (scriptFailed(t, reply, "dead-letter")) {
+        free(dc);
+        afterFailure(t, reply);
+        return;
     }
+    g->stats.processed++;
+    g->stats.dead_lettered++;
+    logTask(LOG_ERROR, t, "dead");
+    logStr("error", dc->error);
+    if (t->status) logInt("status", t->status);
+    logDuration(t);
+    logEnd();
     free(dc);
     consumerTaskDone(t);
 }
@@ -387,7 +447,7 @@ void stateDead(task *t, const char *error) {
     t->state = TASK_FINISHING;
     if (dc == NULL || argsInit(&a, 16 + (int)t->nfields) != 0) {
         free(dc);
-        consumerTaskDone(t);
+        consumerTaskRequeue(t);
         return;
     }
     dc->t = t;
@@ -416,7 +476,7 @@ void stateDead(task *t, const char *error) {
     if (linkCommand(t->g->w->cmd, onDead, dc, a.argc, a.argv, a.lens) != 0) {
         scriptFailed(t, NULL, "dead-letter");
         free(dc);
-        consumerTaskDone(t);
+        consumerTaskRequeue(t);
     }
     argsFree(&a);
 }
@@ -433,13 +493,16 @@ static void onSkip(redisLink *l, redisReply *reply, void *privdata) {
     task *t = sc->t;
 
     (void)l;
-    if (!scriptFailed(t, reply, "skip")) {
-        t->g->stats.processed++;
-        t->g->stats.skipped++;
-        logTask(LOG_INFO, t, "skipped");
-        logStr("reason", sc->why);
-        logEnd();
+    if (scriptFailed(t, reply, "skip")) {
+        free(sc);
+        afterFailure(t, reply);
+        return;
     }
+    t->g->stats.processed++;
+    t->g->stats.skipped++;
+    logTask(LOG_INFO, t, "skipped");
+    logStr("reason", sc->why);
+    logEnd();
     free(sc);
     consumerTaskDone(t);
 }
@@ -450,7 +513,7 @@ void stateSkip(task *t, const char *why) {
     skipCall *sc = malloc(sizeof(*sc));
 
     if (sc == NULL) {
-        consumerTaskDone(t);
+        consumerTaskRequeue(t);
         return;
     }
     sc->t = t;
@@ -458,36 +521,88 @@ void stateSkip(task *t, const char *why) {
     if (linkCommandStrings(t->g->w->cmd, onSkip, sc, 4, argv) != 0) {
         scriptFailed(t, NULL, "skip");
         free(sc);
-        consumerTaskDone(t);
+        consumerTaskRequeue(t);
     }
 }
 
 /* --------------------------------------------------------------- touch */
 
+/* Lets go of a held task whose entry is not this consumer's any more, or
+ * was deleted (and dead-lettered by the touch script); one in flight
+ * finishes, its outcome scripts are safe either way. */
+static void releaseHeld(group *g, redisReply *ids, int deleted) {
+    size_t i;
+    task *t;
+
+    if (ids->type != REDIS_REPLY_ARRAY) return;
+    for (i = 0; i < ids->elements; i++) {
+        if (ids->element[i]->type != REDIS_REPLY_STRING) continue;
+        for (t = g->tasks; t; t = t->next)
+            if (strcmp(t->id, ids->element[i]->str) == 0) break;
+        if (deleted) {
+            g->stats.processed++;
+            g->stats.dead_lettered++;
+            logStart(LOG_ERROR);
+            logStr("group", g->cfg->name);
+            logStr("id", ids->element[i]->str);
+            logStr("result", "deleted");
+            logStr("error", "deleted_before_delivery");
+            logEnd();
+        }
+        if (t && (t->state == TASK_WAITING || t->state == TASK_RETRYING)) {
+            if (!deleted) {
+                logTask(LOG_WARN, t, "released");
+                logStr("reason", "no longer pending for this consumer");
+                logEnd();
+            }
+            consumerTaskDone(t);
+        }
+    }
+}
+
 static void onTouch(redisLink *l, redisReply *reply, void *privdata) {
+    group *g = privdata;
+
     (void)l;
-    (void)privdata;
-    if (reply && reply->type == REDIS_REPLY_ERROR)
-        logMsg(LOG_WARN, "touching held entries failed: %s", reply->str);
+    g->touching = 0;
+    if (reply == NULL) return;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        logMsg(LOG_WARN, "touching held entries of group %s failed: %s",
+               g->cfg->name, reply->str);
+        return;
+    }
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) return;
+    releaseHeld(g, reply->element[0], 0);
+    releaseHeld(g, reply->element[1], 1);
 }
 
 /* Claims the group's held entries again for this consumer (JUSTID: their
  * delivery count stays), which resets their idle time: an entry waiting
  * behind its subject, or for its retry, is not a crashed consumer's. */
 void stateTouch(group *g) {
+    char now[40];
     const task *t;
     args a;
     int n = 0;
 
     for (t = g->tasks; t; t = t->next) n++;
-    if (n == 0 || argsInit(&a, n + 7) != 0) return;
-    argsStr(&a, "XCLAIM");
+    if (n == 0 || g->touching || argsInit(&a, n + 9) != 0) return;
+    formatTime(now, sizeof(now), nowMs());
+    a.argc = 2;
+    argsStr(&a, "3");
     argsStr(&a, g->cfg->stream);
+    argsStr(&a, g->w->cfg->dead_letter_stream);
+    argsStr(&a, g->retry_key);
     argsStr(&a, g->cfg->name);
     argsStr(&a, g->w->consumer);
-    argsStr(&a, "0");
+    argsStr(&a, now);
+    argsStr(&a, g->cfg->stream);
     for (t = g->tasks; t; t = t->next) argsStr(&a, t->id);
-    argsStr(&a, "JUSTID");
-    linkCommand(g->w->cmd, onTouch, NULL, a.argc, a.argv, a.lens);
+    a.argv[0] = "EVAL";
+    a.lens[0] = 4;
+    a.argv[1] = touchScript;
+    a.lens[1] = strlen(touchScript);
+    if (linkCommand(g->w->cmd, onTouch, g, a.argc, a.argv, a.lens) == 0)
+        g->touching = 1;
     argsFree(&a);
 }

@@ -14,6 +14,7 @@
 #include "reply.h"
 
 #define WORKER_VERSION "0.1.0"
+#define CONSUMER_BUFFER 4       /* entries held per unit of concurrency */
 
 struct event_base;
 struct event;
@@ -74,6 +75,7 @@ struct group {
     int reading;                /* an XREADGROUP is out */
     int claiming;               /* a due-retry claim is out */
     int reclaiming;             /* an XAUTOCLAIM is out */
+    int touching;               /* a touch is out */
     int paused;
     int dispatching, dispatch_again;    /* consumerDispatch() */
     char reclaim_cursor[64];
@@ -100,7 +102,6 @@ struct worker {
     adminServer *admin;
     long long started_ms;
     int stopping;
-    int exit_code;
     struct event *sigterm_ev, *sigint_ev, *sighup_ev;
     struct event *stop_ev;      /* shutdown-timeout */
     struct event *retention_ev;
@@ -118,8 +119,8 @@ void consumerAdopt(group *g, redisReply *entry, long long attempt);
 void consumerBegun(task *t, int done);
 void consumerTaskDone(task *t);
 void consumerTaskRetrying(task *t, long long due_ms);
+void consumerTaskRequeue(task *t);
 void consumerForgetRetries(group *g, long long stale_ms);
-int consumerHolds(const group *g, const char *id);
 int consumerHeld(const group *g);
 
 /* state.c: the scripts that move an entry on */

@@ -977,20 +977,48 @@ START_TEST(test_large_reply) {
 }
 END_TEST
 
-/* A client that asks for more than ADMIN_MAX_OUTPUT and reads nothing is
- * dropped. */
+/* A reply larger than ADMIN_MAX_OUTPUT drops its client; the others go
+ * on. */
 START_TEST(test_output_limit) {
     int fd, fd2;
 
     start(NULL);
     fd = cli();
     fd2 = cli();
-    SEND(fd, "*2\r\n$3\r\nbig\r\n$8\r\n10000000\r\n"
-         "*2\r\n$3\r\nbig\r\n$8\r\n10000000\r\n");
+    SEND(fd, "*2\r\n$3\r\nbig\r\n$8\r\n17000000\r\n");
     waitClients(1);
     close(fd);
     sendf(fd2, "ping");
     EXPECT(fd2, "+PONG\r\n");
+    close(fd2);
+}
+END_TEST
+
+/* A client that pipelines and does not read holds ADMIN_MAX_BACKLOG of
+ * replies (and one more reply), not more: its next requests wait, and are
+ * served as it reads. Twelve 2 MB replies at once would pass
+ * ADMIN_MAX_OUTPUT and drop it. */
+START_TEST(test_backlog) {
+    size_t len = 2 * 1000 * 1000, want = 12 * (10 + len + 2) + 7;
+    char *buf = malloc(want + 32);
+    size_t got;
+    int fd, fd2, closed, i;
+
+    ck_assert_ptr_nonnull(buf);
+    start(NULL);
+    fd = cli();
+    fd2 = cli();
+    for (i = 0; i < 12; i++) sendf(fd, "big 2000000");
+    sendf(fd, "ping");
+    pump(50);
+    waitClients(2);
+    sendf(fd2, "ping");
+    EXPECT(fd2, "+PONG\r\n");
+    got = cliRead(fd, buf, want, &closed);
+    ck_assert_uint_eq(got, want);
+    ck_assert_int_eq(memcmp(buf + want - 7, "+PONG\r\n", 7), 0);
+    free(buf);
+    close(fd);
     close(fd2);
 }
 END_TEST
@@ -1165,6 +1193,7 @@ static Suite *adminSuite(void) {
     tcase_add_test(tc, test_max_clients);
     tcase_add_test(tc, test_large_reply);
     tcase_add_test(tc, test_output_limit);
+    tcase_add_test(tc, test_backlog);
     tcase_add_test(tc, test_close_with_clients);
     tcase_add_test(tc, test_close_from_command);
     tcase_add_test(tc, test_listen_errors);

@@ -203,6 +203,19 @@ static const struct {
      "worker.conf:4: min-idle 20s must be greater than backoff-cap 30s "
      "(default) (or entries waiting for a retry are reclaimed)"},
 
+    /* group names the state hash or the keys cannot take */
+    {REDIS "group status\nurl http://h/\n",
+     "worker.conf:2: group name \"status\" is a field of the checkout state "
+     "hash (the task's field would overwrite it)"},
+    {REDIS "group eventId\nurl http://h/\n",
+     "worker.conf:2: group name \"eventId\" is a field of the checkout "
+     "state hash (the task's field would overwrite it)"},
+    {REDIS "group "
+     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n",
+     "worker.conf:2: group name "
+     "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\" "
+     "is longer than 64 bytes"},
+
     /* types, done-ttl, retention */
     {REDIS GROUP "types\n",
      "worker.conf:4: wrong number of arguments for \"types\" (expected 1 or "
