@@ -183,19 +183,25 @@ static int heldDue(const group *g) {
     return n;
 }
 
+/* Whether a script's reply can be used; logs an error reply (NOGROUP
+ * only says the group is being created again: the reader says so). */
+static int usable(const group *g, const redisReply *reply, const char *what) {
+    if (reply == NULL) return 0;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        if (strncmp(reply->str, "NOGROUP", 7) != 0)
+            logMsg(LOG_ERROR, "%s of group %s: %s", what, g->cfg->name,
+                   reply->str);
+        return 0;
+    }
+    return 1;
+}
+
 static void onDue(redisLink *l, redisReply *reply, void *privdata) {
     group *g = privdata;
 
     (void)l;
     g->claiming = 0;
-    if (reply == NULL) return;
-    if (reply->type == REDIS_REPLY_ERROR) {
-        if (strncmp(reply->str, "NOGROUP", 7) != 0)
-            logMsg(LOG_ERROR, "claiming due retries of group %s: %s",
-                   g->cfg->name, reply->str);
-        return;
-    }
-    adoptAll(g, reply, "retry");
+    if (usable(g, reply, "claiming due retries")) adoptAll(g, reply, "retry");
 }
 
 static void scriptArgs(const group *g, const char *script, const char **argv,
@@ -238,13 +244,7 @@ static void onReclaim(redisLink *l, redisReply *reply, void *privdata) {
 
     (void)l;
     g->reclaiming = 0;
-    if (reply == NULL) return;
-    if (reply->type == REDIS_REPLY_ERROR) {
-        if (strncmp(reply->str, "NOGROUP", 7) != 0)
-            logMsg(LOG_ERROR, "reclaiming idle entries of group %s: %s",
-                   g->cfg->name, reply->str);
-        return;
-    }
+    if (!usable(g, reply, "reclaiming idle entries")) return;
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
         reply->element[0]->type != REDIS_REPLY_STRING)
         return;

@@ -192,18 +192,25 @@ static void afterFailure(task *t, redisReply *reply) {
         consumerTaskDone(t);
 }
 
-/* Sends a script with the task as the callback's data. */
-static void sendScript(task *t, const char *script, args *a,
-                       linkReplyProc *fn, void *privdata, const char *what) {
+/* Sends EVAL 'script' with the arguments of 'a' from its third on (the
+ * first two are EVAL and the script). Returns linkCommand()'s result. */
+static int evalScript(redisLink *l, const char *script, args *a,
+                      linkReplyProc *fn, void *privdata) {
     a->argv[0] = "EVAL";
     a->lens[0] = 4;
     a->argv[1] = script;
     a->lens[1] = strlen(script);
-    if (linkCommand(t->g->w->cmd, fn, privdata, a->argc, a->argv, a->lens)
-        != 0) {
-        scriptFailed(t, NULL, what);
-        consumerTaskRequeue(t);
-    }
+    return linkCommand(l, fn, privdata, a->argc, a->argv, a->lens);
+}
+
+/* Sends a step's script for the task; when it cannot go out, the task
+ * waits for the link and -1 says so (the caller frees 'privdata' then). */
+static int sendScript(task *t, const char *script, args *a,
+                      linkReplyProc *fn, void *privdata, const char *what) {
+    if (evalScript(t->g->w->cmd, script, a, fn, privdata) == 0) return 0;
+    scriptFailed(t, NULL, what);
+    consumerTaskRequeue(t);
+    return -1;
 }
 
 static void keyDone(char *buf, size_t size, const task *t) {
@@ -397,15 +404,7 @@ void stateRetry(task *t, long long delay_ms, const char *error) {
     argsStr(&a, t->g->cfg->name);
     argsStr(&a, t->id);
     argsStr(&a, due);
-    a.argv[0] = "EVAL";
-    a.lens[0] = 4;
-    a.argv[1] = retryScript;
-    a.lens[1] = strlen(retryScript);
-    if (linkCommand(t->g->w->cmd, onRetry, rc, a.argc, a.argv, a.lens) != 0) {
-        scriptFailed(t, NULL, "retry");
-        free(rc);
-        consumerTaskRequeue(t);
-    }
+    if (sendScript(t, retryScript, &a, onRetry, rc, "retry") != 0) free(rc);
     argsFree(&a);
 }
 
@@ -469,15 +468,8 @@ void stateDead(task *t, const char *error) {
     argsStr(&a, t->g->w->consumer);
     argsStr(&a, t->g->cfg->stream);
     for (i = 0; i < t->nfields; i++) argsAdd(&a, t->fields[i], t->lens[i]);
-    a.argv[0] = "EVAL";
-    a.lens[0] = 4;
-    a.argv[1] = deadScript;
-    a.lens[1] = strlen(deadScript);
-    if (linkCommand(t->g->w->cmd, onDead, dc, a.argc, a.argv, a.lens) != 0) {
-        scriptFailed(t, NULL, "dead-letter");
+    if (sendScript(t, deadScript, &a, onDead, dc, "dead-letter") != 0)
         free(dc);
-        consumerTaskRequeue(t);
-    }
     argsFree(&a);
 }
 
@@ -598,11 +590,7 @@ void stateTouch(group *g) {
     argsStr(&a, now);
     argsStr(&a, g->cfg->stream);
     for (t = g->tasks; t; t = t->next) argsStr(&a, t->id);
-    a.argv[0] = "EVAL";
-    a.lens[0] = 4;
-    a.argv[1] = touchScript;
-    a.lens[1] = strlen(touchScript);
-    if (linkCommand(g->w->cmd, onTouch, g, a.argc, a.argv, a.lens) == 0)
+    if (evalScript(g->w->cmd, touchScript, &a, onTouch, g) == 0)
         g->touching = 1;
     argsFree(&a);
 }
