@@ -409,4 +409,57 @@ CheckoutWorker::scenario('timeouts and refused connections: retried' => sub {
        'DLQ: the timed-out event, stream s:timeout');
 });
 
+CheckoutWorker::scenario('an entry of more than 1024 fields: dead-lettered '
+                         . 'with the worker\'s fields only' => sub {
+    my $rx = CheckoutWorker::receiver();
+    my $w = CheckoutWorker->start(name => 'manyfields',
+        groups => [receipt => { url => $rx->url('/ok') }]);
+    # add_event writes 9 fields (ce_*, content-type, data): pad to the total
+    my $with = sub {
+        my ($total) = @_;
+        my $e = CheckoutWorker::add_event(
+            extra => [ map { ("x$_" => "v$_") } 1 .. $total - 9 ]);
+        my $r = CheckoutRedis::cmd('XRANGE', $S, $e->{entry}, $e->{entry});
+        is(scalar(@{ $r->[0][1] }) / 2, $total, "an entry of $total fields");
+        return $e;
+    };
+    my %ev = map { ($_ => $with->($_)) } 1024, 1025, 5000;
+    my $last = CheckoutWorker::add_event();
+    ok($w->wait_for_outcome(ce_id => $last->{ce_id}, result => 'done',
+                            _timeout => 20),
+       'a normal event after them is delivered: the worker goes on')
+        or diag($w->log_tail);
+    ok($w->wait_for_outcome(ce_id => $ev{1024}{ce_id}, result => 'done'),
+       '1024 fields: delivered, done');
+
+    my $error = 'malformed_event: more than 1024 fields';
+    for my $n (1025, 5000) {
+        my $e = $ev{$n};
+        my ($l) = $w->wait_for_outcome(id => $e->{entry}, result => 'dead');
+        ok($l, "$n fields: result=dead") or next;
+        is($l->{error}, $error, "$n fields: log error=\"$error\"");
+        is($l->{attempt}, 1, "$n fields: attempt 1");
+        my $dl = CheckoutWorker::dead_letter_of($e->{entry});
+        ok($dl, "$n fields: a dead letter") or next;
+        my @names = @{ $dl->[2] }[ grep { $_ % 2 == 0 } 0 .. $#{ $dl->[2] } ];
+        is_deeply(\@names, [qw(group stream error attempts original_id
+                               failed_at consumer)],
+                  "$n fields: the dead letter has the worker's fields only");
+        is($dl->[1]{error}, $error, "$n fields: DLQ error");
+        is($dl->[1]{group}, 'receipt', "$n fields: DLQ group");
+        is($dl->[1]{stream}, $S, "$n fields: DLQ stream");
+        is($dl->[1]{attempts}, 1, "$n fields: DLQ attempts 1");
+        is($dl->[1]{consumer}, 'manyfields', "$n fields: DLQ consumer");
+        like($dl->[1]{failed_at} // '', $TS_RE, "$n fields: DLQ failed_at");
+        is(scalar CheckoutWorker::requests_for($rx, $e->{ce_id}), 0,
+           "$n fields: never delivered");
+    }
+    is(CheckoutRedis::xlen($DLQ), 2, 'two dead letters');
+    is(scalar $w->outcomes(result => 'retry'), 0, 'nothing retried');
+    CheckoutWorker::ok_wait('nothing pending', sub {
+        !CheckoutWorker::pending($S, 'receipt');
+    });
+    ok($w->running, 'the worker still runs');
+});
+
 CheckoutWorker::finish();

@@ -317,4 +317,44 @@ CheckoutWorker::scenario('checkout-worker -t and -v' => sub {
     like("$out$err", qr/checkout-worker.*\d+\.\d+/, "-v: the version: $out");
 });
 
+CheckoutWorker::scenario('checkout-worker -t: group names the state hash or '
+                         . 'the keys cannot take' => sub {
+    my $head = "redis 127.0.0.1:1\nadmin 127.0.0.1:2\n";
+    my $url = "    url http://127.0.0.1:9/x\n";
+    # The module's fields of the checkout state hash, where each group
+    # writes a field of its own name.
+    for my $name (qw(status orderId created updated step eventId)) {
+        my $f = write_conf("reserved-$name",
+                           "${head}group receipt\n$url\ngroup $name\n$url");
+        my ($o, $c, $e) = CheckoutWorker::run($Bin, '-t', '-c', $f);
+        is($c, 1, "group $name: exit 1");
+        is($e, "checkout-worker: $f:6: group name \"$name\" is a field of "
+               . "the checkout state hash (the task's field would overwrite "
+               . "it)\n", "group $name: the message, with the line")
+            or diag("stdout: $o");
+    }
+    my $long = 'g' x 65;
+    my $f = write_conf('long-name', "${head}group $long\n$url");
+    my ($o, $c, $e) = CheckoutWorker::run($Bin, '-t', '-c', $f);
+    is($c, 1, 'a group name of 65 bytes: exit 1');
+    is($e, "checkout-worker: $f:3: group name \"$long\" is longer than 64 "
+           . "bytes\n", 'the message') or diag("stdout: $o");
+
+    # what is still fine: 64 bytes, and names that only look alike
+    for my $ok ('g' x 64, 'Status', 'status2', 'order-id') {
+        my $g = write_conf('fine-' . length($ok) . "-$ok",
+                           "${head}group $ok\n$url");
+        ($o, $c, $e) = CheckoutWorker::run($Bin, '-t', '-c', $g);
+        is($c, 0, 'group ' . (length $ok > 20 ? length($ok) . ' bytes' : $ok)
+                  . ': exit 0') or diag("$o$e");
+    }
+
+    # Running (not -t) with one: the same message, exit 1.
+    my $run = write_conf('reserved-run', "${head}group status\n$url");
+    ($o, $c, $e) = CheckoutWorker::run({ timeout => 15 }, $Bin, '-c', $run);
+    is($c, 1, 'running with group status: exit 1');
+    like($e, qr/^checkout-worker: \Q$run\E:3: group name "status" is a field/m,
+         'with the message');
+});
+
 CheckoutWorker::finish();

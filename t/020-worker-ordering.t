@@ -23,24 +23,6 @@ CheckoutWorker::setup();
 
 my $S = $CheckoutWorker::Stream;
 
-sub ids { join ' ', map { $_->{headers}{'ce-id'} } @_ }
-
-# The requests of one subject never overlap: each one arrives after the
-# reply to the one before was written.
-sub one_at_a_time {
-    my ($desc, @r) = @_;
-    my @bad;
-    for my $i (1 .. $#r) {
-        my $prev = $r[$i - 1];
-        push @bad, "$r[$i]{headers}{'ce-id'} arrived at $r[$i]{time}, "
-                   . "before the reply to $prev->{headers}{'ce-id'} ("
-                   . ($prev->{reply_time} // 'none') . ')'
-            if !defined $prev->{reply_time}
-               || $r[$i]{time} < $prev->{reply_time};
-    }
-    ok(!@bad, $desc) or diag(join "\n", @bad);
-}
-
 # Most requests in flight at once.
 sub max_in_flight {
     my @edges;
@@ -85,11 +67,11 @@ CheckoutWorker::scenario('same subject: stream order, one at a time; '
     my @ra = grep { $_->{headers}{'ce-subject'} eq $subj_a } $rx->requests;
     my @rb = grep { $_->{headers}{'ce-subject'} eq $subj_b } $rx->requests;
 
-    is(ids(@ra), join(' ', map { $_->{ce_id} } $a[0], @a),
+    is(CheckoutWorker::ids(@ra), join(' ', map { $_->{ce_id} } $a[0], @a),
        'subject A: in stream order, the first retried before the next');
-    one_at_a_time('subject A: never two at once', @ra);
-    is(ids(@rb), join(' ', map { $_->{ce_id} } @b), 'subject B: in order');
-    one_at_a_time('subject B: never two at once', @rb);
+    CheckoutWorker::one_at_a_time('subject A: never two at once', @ra);
+    is(CheckoutWorker::ids(@rb), join(' ', map { $_->{ce_id} } @b), 'subject B: in order');
+    CheckoutWorker::one_at_a_time('subject B: never two at once', @rb);
     is_deeply([map { $_->{ce_id} } $w->outcomes(result => 'done',
                                                 ce_id => qr/^\Q$subj_a\E/)],
               [map { $_->{ce_id} } @a], 'subject A: done in stream order');
@@ -121,10 +103,10 @@ CheckoutWorker::scenario('a dead first event: the next one follows' => sub {
     ok($w->wait_for_outcome(ce_id => $e[2]{ce_id}, result => 'done',
                             _timeout => 20), 'the last one is done');
     my @r = $rx->requests;
-    is(ids(@r), join(' ', map { $_->{ce_id} } ($e[0]) x 3, @e[1, 2]),
+    is(CheckoutWorker::ids(@r), join(' ', map { $_->{ce_id} } ($e[0]) x 3, @e[1, 2]),
        'the first exhausts its attempts, then the second (dead at once), '
        . 'then the third');
-    one_at_a_time('one at a time', @r);
+    CheckoutWorker::one_at_a_time('one at a time', @r);
     is_deeply([map { "$_->{ce_id}:$_->{result}" }
                $w->outcomes(result => qr/^(?:done|dead)$/)],
               ["$e[0]{ce_id}:dead", "$e[1]{ce_id}:dead", "$e[2]{ce_id}:done"],
@@ -171,6 +153,52 @@ CheckoutWorker::scenario('two workers share a group: each event once' => sub {
     my %n;
     $n{$_}++ for map { keys %{ $by{ $_->{ce_id} } || {} } } @e;
     note("share: " . join(', ', map { "$_=$n{$_}" } sort keys %n));
+    CheckoutWorker::ok_wait('nothing pending', sub {
+        !CheckoutWorker::pending($S, 'receipt');
+    });
+});
+
+CheckoutWorker::scenario('concurrency 1: a retry is not stuck behind the '
+                         . 'later events of its subject' => sub {
+    my $rx = CheckoutWorker::receiver();
+    my $subj = CheckoutWorker::random_id();
+    # Six events of one subject, the first answered 503 once: the later
+    # five fill the read buffer (4 x concurrency) while its retry is due.
+    my @e = (
+        CheckoutWorker::add_event(id => "${subj}_1", subject => $subj,
+                                  rx => { flaky => 1 }),
+        map { CheckoutWorker::add_event(id => "${subj}_$_",
+                                        subject => $subj, state => 0) } 2 .. 6,
+    );
+    # concurrency undef: the worker's default (1). The retry waits at most
+    # 50 ms; min-idle (20 s) is what a stuck retry would wait for.
+    my $w = CheckoutWorker->start(name => 'retryc1', groups => [
+        receipt => { url => $rx->url('/rx'), concurrency => undef,
+                     'backoff-base' => '50ms', 'backoff-cap' => '50ms',
+                     'min-idle' => '20s', timeout => '2s',
+                     'max-attempts' => 3 }]);
+    like($w->config_text, qr/^(?!.*concurrency)/s,
+         'no concurrency line: the default, 1');
+    my ($last) = $w->wait_for_outcome(id => $e[-1]{entry}, result => 'done',
+                                      _timeout => 10);
+    ok($last, 'the last event is done within 10 s (min-idle is 20 s)')
+        or diag($w->log_tail(10));
+    my @r = $rx->requests;
+    is(CheckoutWorker::ids(@r), join(' ', map { $_->{ce_id} } $e[0], @e),
+       'the receiver saw them in stream order, the first one\'s retry '
+       . 'before the second');
+    CheckoutWorker::one_at_a_time('one at a time', @r);
+    ok(@r >= 2 && defined $r[0]{reply_time}
+       && $r[1]{time} - $r[0]{reply_time} < 3,
+       sprintf('the retry came %.2f s after the 503 (backoff <= 50 ms)',
+               @r >= 2 ? $r[1]{time} - ($r[0]{reply_time} // 0) : -1));
+    my ($retry) = $w->outcomes(id => $e[0]{entry}, result => 'retry');
+    ok($retry && $retry->{next_ms} <= 50, 'result=retry, next_ms '
+                                          . ($retry ? $retry->{next_ms} : '?'));
+    is_deeply([map { $_->{id} } $w->outcomes(result => 'done')],
+              [map { $_->{entry} } @e], 'done in stream order');
+    my ($d1) = $w->outcomes(id => $e[0]{entry}, result => 'done');
+    is($d1 && $d1->{attempt}, 2, 'the first at attempt 2');
     CheckoutWorker::ok_wait('nothing pending', sub {
         !CheckoutWorker::pending($S, 'receipt');
     });

@@ -211,8 +211,7 @@ CheckoutWorker::scenario('an entry deleted before delivery is '
     ok($l, 'worker 2: result=deleted') or diag($w2->log_tail);
     is($l->{error}, 'deleted_before_delivery', 'error=deleted_before_delivery')
         if $l;
-    my ($dl) = grep { ($_->[1]{original_id} // '') eq $ev->{entry} }
-               CheckoutWorker::dlq();
+    my $dl = CheckoutWorker::dead_letter_of($ev->{entry});
     ok($dl, 'a dead letter for it');
     if ($dl) {
         is($dl->[1]{error}, 'deleted_before_delivery', 'DLQ: error');
@@ -223,6 +222,168 @@ CheckoutWorker::scenario('an entry deleted before delivery is '
         !CheckoutWorker::pending($S, 'receipt');
     });
     is($rx->count, 1, 'no second delivery');
+});
+
+CheckoutWorker::scenario('an entry deleted while it waits behind its '
+                         . 'subject: dead-lettered, the subject goes on'
+                         => sub {
+    # held entries are touched every 2 s (min-idle / 3)
+    my ($w, $rx, @e) = CheckoutWorker::held_behind(
+        name => 'delwait', slow_ms => 3500, min_idle => '6s');
+    is(CheckoutRedis::cmd('XDEL', $S, $e[1]{entry}), 1,
+       "XDEL $e[1]{ce_id} while it waits");
+
+    my ($l) = $w->wait_for_outcome(id => $e[1]{entry}, result => 'deleted',
+                                   _timeout => 10);
+    ok($l, 'the worker logs result=deleted for it') or diag($w->log_tail);
+    is($l->{error}, 'deleted_before_delivery', 'error=deleted_before_delivery')
+        if $l;
+    my @lines = $w->log_lines;
+    my ($pos_del) = grep { ($lines[$_]{result} // '') eq 'deleted' }
+                    0 .. $#lines;
+    my ($pos_done) = grep { ($lines[$_]{result} // '') eq 'done'
+                            && $lines[$_]{id} eq $e[0]{entry} } 0 .. $#lines;
+    ok(defined $pos_del && (!defined $pos_done || $pos_del < $pos_done),
+       "while $e[0]{ce_id} was still in flight (the periodic touch noticed)");
+
+    my ($l3) = $w->wait_for_outcome(id => $e[2]{entry}, result => 'done',
+                                    _timeout => 15);
+    ok($l3, "$e[2]{ce_id}: done (the subject went on)");
+    is(join(' ', map { $_->{headers}{'ce-id'} } $rx->requests),
+       "$e[0]{ce_id} $e[2]{ce_id}",
+       "the receiver got the first and the third, never $e[1]{ce_id}");
+    my $dl = CheckoutWorker::dead_letter_of($e[1]{entry});
+    ok($dl, 'a dead letter for it');
+    if ($dl) {
+        is($dl->[1]{error}, 'deleted_before_delivery', 'DLQ: error');
+        is($dl->[1]{group}, 'receipt', 'DLQ: group');
+        is($dl->[1]{stream}, $S, 'DLQ: stream');
+        is($dl->[1]{attempts}, 1, 'DLQ: attempts 1');
+        is($dl->[1]{consumer}, 'delwait', 'DLQ: consumer');
+    }
+    is(CheckoutRedis::xlen($DLQ), 1, 'one dead letter only');
+    CheckoutWorker::ok_wait('nothing pending', sub {
+        !CheckoutWorker::pending($S, 'receipt');
+    });
+});
+
+CheckoutWorker::scenario('an entry deleted while it waits for its retry: '
+                         . 'dead-lettered, the subject goes on' => sub {
+    my $rx = CheckoutWorker::receiver();
+    # held entries are touched every 2 s (min-idle / 3)
+    my $w = CheckoutWorker->start(name => 'delretry', groups => [
+        receipt => { url => $rx->url('/rx'), timeout => '2s',
+                     'backoff-base' => '5s', 'backoff-cap' => '5s',
+                     'min-idle' => '6s' }]);
+    my $zset = 'checkout:worker:retry:receipt';
+    # the retry waits 5 s: time for the XDEL and a touch meanwhile
+    my ($e1, $e2, $due) = CheckoutWorker::held_retry($w, $rx, 5) or return;
+    is(CheckoutRedis::cmd('XDEL', $S, $e1->{entry}), 1,
+       "XDEL $e1->{ce_id} while it waits for its retry");
+
+    my ($l) = $w->wait_for_outcome(id => $e1->{entry}, result => 'deleted',
+                                   _timeout => 10);
+    ok($l, 'the worker logs result=deleted for it') or diag($w->log_tail);
+    is($l->{error}, 'deleted_before_delivery', 'error=deleted_before_delivery')
+        if $l;
+    my ($l2) = $w->wait_for_outcome(id => $e2->{entry}, result => 'done',
+                                    _timeout => 15);
+    ok($l2, "$e2->{ce_id}: done (the subject went on)");
+    my ($r2) = CheckoutWorker::requests_for($rx, $e2->{ce_id});
+    ok($r2 && $r2->{time} < $due / 1000,
+       'before the retry would have been due (the touch noticed, not the '
+       . 'retry)') or diag(sprintf 'due %.3f, second event at %.3f',
+                               $due / 1000, $r2 ? $r2->{time} : 0);
+    is(join(' ', map { $_->{headers}{'ce-id'} }
+                 grep { $_->{headers}{'ce-subject'} eq $e1->{subject} }
+                 $rx->requests),
+       "$e1->{ce_id} $e2->{ce_id}",
+       'the receiver got the first (once: the 503) and the second');
+    my $dl = CheckoutWorker::dead_letter_of($e1->{entry});
+    ok($dl, 'a dead letter for it');
+    if ($dl) {
+        is($dl->[1]{error}, 'deleted_before_delivery', 'DLQ: error');
+        is($dl->[1]{group}, 'receipt', 'DLQ: group');
+        is($dl->[1]{attempts}, 1, 'DLQ: attempts 1');
+    }
+    is(CheckoutRedis::cmd('ZCARD', $zset), 0, 'the retry is unscheduled');
+    CheckoutWorker::ok_wait('nothing pending', sub {
+        !CheckoutWorker::pending($S, 'receipt');
+    });
+});
+
+CheckoutWorker::scenario('a dead consumer\'s backlog of 300 is taken over '
+                         . 'within a few seconds' => sub {
+    my $rx = CheckoutWorker::receiver();
+    my $N = 300;
+    CheckoutRedis::cmd('XGROUP', 'CREATE', $S, 'receipt', '0', 'MKSTREAM');
+    my @e = map { CheckoutWorker::add_event() } 1 .. $N;
+    # A consumer "dead-one" read them all and died: pending, never acked,
+    # idle for a minute (XCLAIM ... IDLE, JUSTID: delivery count stays 1).
+    my $r = CheckoutRedis::cmd('XREADGROUP', 'GROUP', 'receipt', 'dead-one',
+                               'COUNT', $N, 'STREAMS', $S, '>');
+    is(scalar @{ $r->[0][1] }, $N, "dead-one read the $N entries");
+    CheckoutRedis::cmd('XCLAIM', $S, 'receipt', 'dead-one', 0,
+                       (map { $_->{entry} } @e), 'IDLE', 60000, 'JUSTID');
+    my @p = CheckoutWorker::pending($S, 'receipt');
+    is(scalar(grep { $_->[1] eq 'dead-one' && $_->[2] >= 60000 } @p), $N,
+       'all pending to dead-one, idle 60 s');
+
+    # Concurrency 4: a page of XAUTOCLAIM is 16 entries (4 x concurrency),
+    # reclaim runs every 0.5 s (min-idle / 2): one page per run would take
+    # about 9.5 s. The worker delivers 300 entries in well under a second.
+    my $t0 = time;
+    my $w = CheckoutWorker->start(name => 'backlog', groups => [
+        receipt => { url => $rx->url('/ok'), concurrency => 4,
+                     timeout => '500ms', 'backoff-cap' => '200ms',
+                     'min-idle' => '1s' }]);
+    my ($n, @seen) = (0);
+    CheckoutWorker::wait_for(sub {
+        $n = scalar $w->outcomes(result => 'done');
+        push @seen, sprintf('%.1fs:%d', time - $t0, $n)
+            if !@seen || $seen[-1] !~ /:$n$/;
+        $n >= $N;
+    }, 20);
+    my $took = time - $t0;
+    is($n, $N, "all $N done");
+    ok($took < 5, sprintf('taken over and done within 5 s of the start '
+                          . '(%.1f s)', $took))
+        or diag("done over time: @seen");
+    my @bad = grep { ($_->{attempt} // '') ne '2' }
+              $w->outcomes(result => 'done');
+    ok(!@bad, 'each at attempt 2 (dead-one\'s delivery counted)')
+        or diag($bad[0]{_raw});
+    is($rx->count, $N, 'one delivery each');
+    is(CheckoutRedis::xlen($DLQ), 0, 'no dead letter');
+    CheckoutWorker::ok_wait('nothing pending', sub {
+        !CheckoutWorker::pending($S, 'receipt');
+    });
+});
+
+CheckoutWorker::scenario('an entry deleted just before its turn, before '
+                         . 'any touch' => sub {
+    # touched every 10 s (min-idle / 3): not before the second one's turn
+    my ($w, $rx, @e) = CheckoutWorker::held_behind(
+        name => 'delturn', slow_ms => 1000, min_idle => '30s', count => 2);
+    is(CheckoutRedis::cmd('XDEL', $S, $e[1]{entry}), 1,
+       "XDEL $e[1]{ce_id} while it waits");
+    my ($l) = $w->wait_for_outcome(id => $e[1]{entry}, _timeout => 10);
+    ok($l, "an outcome for $e[1]{ce_id}");
+    # the begin script finds it gone: the copy held is dead-lettered, with
+    # the event's own fields, so that it can be replayed
+    is($l && $l->{result}, 'dead', 'result=dead');
+    is($l && $l->{error}, 'deleted_before_delivery',
+       'error=deleted_before_delivery');
+    is(scalar CheckoutWorker::requests_for($rx, $e[1]{ce_id}), 0,
+       'never delivered');
+    my $dl = CheckoutWorker::dead_letter_of($e[1]{entry});
+    ok($dl, 'a dead letter');
+    is($dl && $dl->[1]{error}, 'deleted_before_delivery',
+       'its error is deleted_before_delivery');
+    is($dl && $dl->[1]{ce_id}, $e[1]{ce_id}, 'it keeps the event\'s fields');
+    CheckoutWorker::ok_wait('nothing pending', sub {
+        !CheckoutWorker::pending($S, 'receipt');
+    });
 });
 
 CheckoutWorker::finish();

@@ -218,4 +218,131 @@ CheckoutWorker::scenario('redelivery of done events: no handler call' => sub {
        'state stays done');
 });
 
+CheckoutWorker::scenario('a 2xx JSON reply over 1 MiB is dead-lettered, a '
+                         . 'text one is done' => sub {
+    my $rx = CheckoutWorker::receiver();
+    my $MiB = 1024 * 1024;
+    # What it asks for comes after the padding: cut at 1 MiB, it is lost.
+    my $wants = '"checkoutStatus":"confirmed","orderId":"ord_big",'
+              . '"emit":[{"type":"BigEmitted"}]}';
+    # a JSON object of $_[0] bytes
+    my $body = sub {
+        my $b = '{"pad":"' . ('x' x ($_[0] - 10 - length $wants)) . '",'
+                . $wants;
+        die "a body of " . length($b) . " bytes" if length $b != $_[0];
+        return $b;
+    };
+    $rx->set_json('big', body => $body->($MiB + 1000));
+    $rx->set_json('plus', content_type => 'application/problem+json',
+                  body => $body->($MiB + 1));
+    $rx->set_json('edge', body => $body->($MiB));
+    $rx->set_json('text', content_type => 'text/plain',
+                  body => 'y' x ($MiB + 1000));
+    my $w = CheckoutWorker->start(name => 'bigreply', groups => [
+        review => { url => $rx->url('/rx'), types => 'CheckoutPendingReview',
+                    concurrency => 4 }]);
+    my %ev = map { ($_ => CheckoutWorker::add_event(
+                       type => 'CheckoutPendingReview', rx => { json => $_ }))
+                 } qw(big plus edge text);
+    my %res;
+    for my $n (sort keys %ev) {
+        ($res{$n}) = $w->wait_for_outcome(ce_id => $ev{$n}{ce_id},
+                                          result => qr/^(?:done|dead)$/,
+                                          _timeout => 20);
+        ok($res{$n}, "$n: finished") or diag($w->log_tail);
+    }
+    my @r = $rx->wait_for_replies(4, 10);
+    is(scalar(grep { ($_->{status} // 0) == 200 } @r), 4,
+       'each was answered 200');
+    my %dlq = map { ($_->[1]{original_id} => $_->[1]) } CheckoutWorker::dlq();
+
+    for my $n (qw(big plus)) {
+        my $id = $ev{$n}{ce_id};
+        is($res{$n} && $res{$n}{result}, 'dead',
+           "$n (JSON over 1 MiB: 1 MiB + " . ($n eq 'big' ? 1000 : 1)
+           . ' bytes): dead, not done');
+        is($res{$n} && $res{$n}{error}, 'bad_reply: body over 1048576 bytes',
+           "$n: log error");
+        is($dlq{ $ev{$n}{entry} } && $dlq{ $ev{$n}{entry} }{error},
+           'bad_reply: body over 1048576 bytes', "$n: DLQ error");
+        my $st = CheckoutWorker::state_of($id);
+        is($st->{review}, 'dead', "$n: state review=dead");
+        is($st->{status}, 'pending_review', "$n: status unchanged");
+        ok(!exists $st->{orderId}, "$n: no orderId");
+        is(scalar(grep { ($_->[1]{ce_id} // '') =~ /^\Q$id\E:/ }
+                  @{ CheckoutWorker::entries($S) }), 0, "$n: nothing emitted");
+    }
+    is($res{text} && $res{text}{result}, 'done',
+       'text/plain over 1 MiB: done (not JSON: nothing asked)');
+    is(CheckoutWorker::state_of($ev{text}{ce_id})->{review}, 'done',
+       'text: state review=done');
+
+    my $id = $ev{edge}{ce_id};
+    is($res{edge} && $res{edge}{result}, 'done', 'JSON of exactly 1 MiB: done');
+    my $st = CheckoutWorker::state_of($id);
+    is($st->{status}, 'confirmed', 'edge: checkoutStatus applied');
+    is($st->{orderId}, 'ord_big', 'edge: orderId applied');
+    my @child = grep { ($_->[1]{ce_id} // '') eq "$id:review:1" }
+                @{ CheckoutWorker::entries($S) };
+    is(scalar @child, 1, 'edge: the event emitted');
+    is(CheckoutRedis::xlen($DLQ), 2, 'two dead letters');
+});
+
+CheckoutWorker::scenario('an emit for a parent whose ce_id is too long to '
+                         . 'derive ids from' => sub {
+    my $rx = CheckoutWorker::receiver();
+    my $w = CheckoutWorker->start(name => 'longparent', groups => [
+        review => { url => $rx->url('/rx'), types => 'CheckoutPendingReview',
+                    concurrency => 3 }]);
+    my $reply = { checkoutStatus => 'confirmed', orderId => 'ord_long',
+                  emit => [ { type => 'OrderConfirmed' } ] };
+    # "<ce_id>:review:1": 250 + 9 = 259 bytes, over the 256 of a ce_id
+    my $long = 'chk_' . ('L' x 246);
+    # the longest the check lets through: 242 + 6 + 8 = 256
+    my $fit = 'chk_' . ('F' x 238);
+    my $noemit = 'chk_' . ('N' x 246);
+    my %ev = (
+        long => CheckoutWorker::add_event(type => 'CheckoutPendingReview',
+                                          id => $long, rx => { reply => $reply }),
+        fit => CheckoutWorker::add_event(type => 'CheckoutPendingReview',
+                                         id => $fit, rx => { reply => $reply }),
+        noemit => CheckoutWorker::add_event(type => 'CheckoutPendingReview',
+            id => $noemit, rx => { reply => { checkoutStatus => 'confirmed' } }),
+    );
+    is(length $long, 250, 'a parent ce_id of 250 bytes');
+    my %res;
+    for my $n (sort keys %ev) {
+        ($res{$n}) = $w->wait_for_outcome(ce_id => $ev{$n}{ce_id},
+                                          result => qr/^(?:done|dead)$/);
+        ok($res{$n}, "$n: finished") or diag($w->log_tail);
+    }
+    my $err = 'bad_reply: the parent ce_id is too long to derive emitted ids '
+            . 'from';
+    is($res{long} && $res{long}{result}, 'dead', '250 bytes with an emit: dead');
+    is($res{long} && $res{long}{error}, $err, 'log: error');
+    my $dl = CheckoutWorker::dead_letter_of($ev{long}{entry});
+    is($dl && $dl->[1]{error}, $err, 'DLQ: error');
+    is(scalar(grep { ($_->[1]{ce_id} // '') =~ /^\Q$long\E:/ }
+              @{ CheckoutWorker::entries($S) }), 0, 'nothing emitted');
+    my $st = CheckoutWorker::state_of($long);
+    is($st->{review}, 'dead', 'state review=dead');
+    is($st->{status}, 'pending_review', 'status unchanged');
+    ok(!exists $st->{orderId}, 'no orderId');
+
+    is($res{fit} && $res{fit}{result}, 'done',
+       'a parent of 242 bytes: done');
+    my @child = grep { ($_->[1]{ce_id} // '') eq "$fit:review:1" }
+                @{ CheckoutWorker::entries($S) };
+    is(scalar @child, 1, 'its event is emitted, ce_id of '
+                         . length("$fit:review:1") . ' bytes');
+    is(CheckoutWorker::state_of($fit)->{status}, 'confirmed',
+       'and its status applied');
+    ok($w->wait_for_outcome(ce_id => "$fit:review:1", result => 'skipped'),
+       'the emitted event is a valid event (review skips its type)');
+    is($res{noemit} && $res{noemit}{result}, 'done',
+       'a parent of 250 bytes whose reply emits nothing: done');
+    is(CheckoutWorker::state_of($noemit)->{status}, 'confirmed',
+       'its status applied');
+});
+
 CheckoutWorker::finish();

@@ -497,6 +497,7 @@ static void consumerRead(group *g) {
  * buffer and no read already out. */
 void consumerKick(group *g) {
     consumerDispatch(g);
+    if (g->reclaim_more) reclaimIdle(g);
     if (g->w->stopping || g->paused || !g->created || g->reading ||
         !g->reader->ready || !g->w->cmd->ready)
         return;

@@ -250,10 +250,13 @@ static void onReclaim(redisLink *l, redisReply *reply, void *privdata) {
         return;
     snprintf(g->reclaim_cursor, sizeof(g->reclaim_cursor), "%s",
              reply->element[0]->str);
+    /* a crashed worker's backlog is taken over page after page, as soon
+     * as there is room (consumerKick asks), not one page per interval */
+    g->reclaim_more = strcmp(g->reclaim_cursor, "0-0") != 0 ||
+                      (reply->element[1]->type == REDIS_REPLY_ARRAY &&
+                       (int)reply->element[1]->elements >= g->reclaim_count);
     adoptAll(g, reply->element[1], "reclaim");
-    /* a crashed worker's backlog is taken over page after page while
-     * there is room, not one page per interval */
-    if (strcmp(g->reclaim_cursor, "0-0") != 0) reclaimIdle(g);
+    if (g->reclaim_more) reclaimIdle(g);
 }
 
 /* One XAUTOCLAIM page per call, going on from the cursor the last one
@@ -272,6 +275,7 @@ void reclaimIdle(group *g) {
     argv[8] = idle;
     argv[9] = g->reclaim_cursor;
     argv[10] = count;
+    g->reclaim_count = n;
     argv[11] = now;
     argv[12] = g->cfg->stream;
     if (linkCommandStrings(g->w->cmd, onReclaim, g, 13, argv) == 0)

@@ -22,7 +22,8 @@
 /* KEYS: stream, done record, state hash. ARGV: group, id, attempt,
  * consumer. 1: done already (and now acknowledged); 2: no longer this
  * consumer's (acknowledged by an earlier outcome whose reply was lost, or
- * taken over by another consumer); 0: go on. */
+ * taken over by another consumer); 3: deleted from the stream meanwhile
+ * (the copy held is dead-lettered); 0: go on. */
 static const char beginScript[] =
     "if redis.call('EXISTS', KEYS[2]) == 1 then "
     "  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) "
@@ -30,6 +31,9 @@ static const char beginScript[] =
     "end "
     "local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) "
     "if #p == 0 or p[1][2] ~= ARGV[4] then return 2 end "
+    "if #redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2]) == 0 then "
+    "  return 3 "
+    "end "
     "if ARGV[3] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then "
     "  redis.call('HSET', KEYS[3], ARGV[1], 'pending') "
     "end "
@@ -233,6 +237,10 @@ static void onBegin(redisLink *l, redisReply *reply, void *privdata) {
     (void)l;
     if (scriptFailed(t, reply, "begin")) {
         afterFailure(t, reply);
+        return;
+    }
+    if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 3) {
+        stateDead(t, "deleted_before_delivery");
         return;
     }
     if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 2) {

@@ -79,6 +79,8 @@ struct group {
     int paused;
     int dispatching, dispatch_again;    /* consumerDispatch() */
     char reclaim_cursor[64];
+    int reclaim_count;          /* entries the last XAUTOCLAIM asked for */
+    int reclaim_more;           /* it may have left some: go on at once */
     task *tasks;                /* held entries, oldest first */
     int ntasks;
     int in_flight;              /* TASK_STARTING/DELIVERING/FINISHING */

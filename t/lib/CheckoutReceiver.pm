@@ -63,6 +63,7 @@ package CheckoutReceiver;
 use strict;
 use warnings;
 
+use CheckoutExit ();
 use Carp qw(croak);
 use Errno qw(EAGAIN EWOULDBLOCK EINTR);
 use Fcntl qw(:flock O_WRONLY O_CREAT O_EXCL O_APPEND);
@@ -299,16 +300,7 @@ sub _cleanup {
 
 sub _install_exit_handlers {
     return if $HandlersInstalled++;
-    for my $sig (qw(INT TERM HUP)) {
-        my $prev = $SIG{$sig};
-        next if defined $prev && $prev eq 'IGNORE';
-        $SIG{$sig} = sub {
-            _cleanup();
-            return $prev->(@_) if ref $prev eq 'CODE';
-            $SIG{$sig} = 'DEFAULT';
-            kill $sig, $$;
-        };
-    }
+    CheckoutExit::install(\&_cleanup);
 }
 
 END { _cleanup() }

@@ -53,6 +53,10 @@ package CheckoutRedis;
 #   flush()           FLUSHALL
 #   xrange($stream [, $start, $end])  ([$id, {field => value, ...}], ...)
 #   xlen($stream), hgetall($key) -> hashref
+#   clients()         CLIENT LIST, parsed: ({id, addr, name, cmd, ...}, ...)
+#   client_ids($name) the ids of the connections named $name (CLIENT SETNAME)
+#   kill_clients($name)  CLIENT KILL ID of each connection named $name;
+#                     returns the ids killed
 #   wait_for(sub { ... } [, $timeout = 5])  polls every 50 ms until true or
 #                     timeout; returns the last value of the condition
 # Arguments are sent as bytes (character strings UTF-8 encoded); replies are
@@ -62,6 +66,7 @@ package CheckoutRedis;
 use strict;
 use warnings;
 
+use CheckoutExit ();
 use Carp qw(croak);
 use Errno qw(EAGAIN EWOULDBLOCK EINTR);
 use File::Path qw(remove_tree);
@@ -335,18 +340,7 @@ sub _cleanup {
 
 sub _install_exit_handlers {
     return if $HandlersInstalled++;
-    for my $sig (qw(INT TERM HUP)) {
-        my $prev = $SIG{$sig};
-        next if defined $prev && $prev eq 'IGNORE';
-        $SIG{$sig} = sub {
-            _cleanup();
-            # Then what would have happened without us: the runner's own
-            # handler (it cleans up and re-raises), or death by the signal.
-            return $prev->(@_) if ref $prev eq 'CODE';
-            $SIG{$sig} = 'DEFAULT';
-            kill $sig, $$;
-        };
-    }
+    CheckoutExit::install(\&_cleanup);
 }
 
 END { _cleanup() }
@@ -375,6 +369,31 @@ sub xrange {
 }
 
 sub xlen { cmd('XLEN', $_[0]) }
+
+sub clients {
+    my $text = cmd('CLIENT', 'LIST') // '';
+    my @out;
+    for my $line (split /\r?\n/, $text) {
+        next unless $line =~ /\S/;
+        # "id=7 addr=127.0.0.1:5 ... name=x ... cmd=client|list ...": no
+        # value holds a space (a name cannot)
+        push @out, { map { /^([^=]+)=(.*)$/ ? ($1 => $2) : () }
+                     split / /, $line };
+    }
+    return @out;
+}
+
+sub client_ids {
+    my ($name) = @_;
+    return map { $_->{id} } grep { ($_->{name} // '') eq $name } clients();
+}
+
+sub kill_clients {
+    my ($name) = @_;
+    my @ids = client_ids($name);
+    cmd('CLIENT', 'KILL', 'ID', $_) for @ids;
+    return @ids;
+}
 
 sub hgetall { return { @{ cmd('HGETALL', $_[0]) } } }
 

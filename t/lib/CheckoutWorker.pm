@@ -41,11 +41,16 @@ package CheckoutWorker;
 #   sanitizer_reports() (this worker's), log_tail($n).
 # Module functions: setup(), dir(), binary(), add_event(%o), random_id(),
 #   state_of($subject), pending($stream, $group), dlq([$stream]), finish(),
-#   wait_for(sub {...}, $timeout), parse_logfmt($line), run(@cmd).
+#   wait_for(sub {...}, $timeout), parse_logfmt($line), run(@cmd),
+#   requests_for($rx, $ce_id), ids(@requests), first5(@list),
+#   one_at_a_time($desc, @requests), held_retry($w, $rx, $wait_s),
+#   held_behind(name => N, slow_ms => MS, min_idle => T[, count => C]),
+#   dead_letter_of($entry_id).
 
 use strict;
 use warnings;
 
+use CheckoutExit ();
 use Carp qw(croak);
 use Cwd qw(abs_path);
 use Errno qw(EAGAIN EWOULDBLOCK EINTR);
@@ -214,16 +219,7 @@ sub _cleanup {
 
 sub _install_exit_handlers {
     return if $HandlersInstalled++;
-    for my $sig (qw(INT TERM HUP)) {
-        my $prev = $SIG{$sig};
-        next if defined $prev && $prev eq 'IGNORE';
-        $SIG{$sig} = sub {
-            _cleanup();
-            return $prev->(@_) if ref $prev eq 'CODE';
-            $SIG{$sig} = 'DEFAULT';
-            kill $sig, $$;
-        };
-    }
+    CheckoutExit::install(\&_cleanup);
 }
 
 END { _cleanup() }
@@ -319,6 +315,83 @@ sub request_is_event {
 sub requests_for {
     my ($rx, $ce_id) = @_;
     return grep { ($_->{headers}{'ce-id'} // '') eq $ce_id } $rx->requests;
+}
+
+# The ce-ids of receiver requests, in order, space-separated.
+sub ids { join ' ', map { $_->{headers}{'ce-id'} } @_ }
+
+# The first five of a list (for diagnostics).
+sub first5 { return @_[0 .. ($#_ < 4 ? $#_ : 4)] }
+
+# A test that the requests (of one subject) never overlap: each one
+# arrives after the reply to the one before was written.
+sub one_at_a_time {
+    my ($desc, @r) = @_;
+    my @bad;
+    for my $i (1 .. $#r) {
+        my $prev = $r[$i - 1];
+        push @bad, "$r[$i]{headers}{'ce-id'} arrived at $r[$i]{time}, "
+                   . "before the reply to $prev->{headers}{'ce-id'} ("
+                   . ($prev->{reply_time} // 'none') . ')'
+            if !defined $prev->{reply_time}
+               || $r[$i]{time} < $prev->{reply_time};
+    }
+    Test::More::ok(!@bad, $desc) or Test::More::diag(join "\n", first5(@bad));
+}
+
+# Events of one new subject ($n, default 3) held by a new worker $name
+# (group receipt, timeout 5s, min-idle $min_idle) behind the first, which
+# the receiver answers after $slow_ms. Returns (worker, receiver, events)
+# once the first is in flight and the others are pending to $name.
+sub held_behind {
+    my (%o) = @_;
+    my ($name, $slow, $n) = ($o{name}, $o{slow_ms}, $o{count} // 3);
+    my $rx = receiver();
+    my $subj = random_id();
+    my @e = (add_event(id => "${subj}_1", subject => $subj,
+                       rx => { slow => $slow }),
+             map { add_event(id => "${subj}_$_", subject => $subj,
+                             state => 0) } 2 .. $n);
+    my $w = CheckoutWorker->start(name => $name, groups => [
+        receipt => { url => $rx->url('/rx'), timeout => '5s',
+                     'min-idle' => $o{min_idle} }]);
+    Test::More::ok($rx->wait_for_requests(1, 15),
+                   "$e[0]{ce_id} is in flight ($slow ms)");
+    ok_wait("the later ones are held by $name", sub {
+        my %p = map { ($_->[0] => $_->[1]) } pending($Stream, 'receipt');
+        !grep { ($p{ $_->{entry} } // '') ne $name } @e[1 .. $#e];
+    });
+    return ($w, $rx, @e);
+}
+
+# Two events of one new subject, the first answered 503 once, and its
+# retry made to wait $wait s in the schedule (full jitter can draw a wait
+# of a few ms: its due time in Redis, what decides when it is claimed, is
+# moved). Should the retry still have come first, again with a new subject
+# (3 tries). Returns (first event, second event, due time ms) or () after
+# a failed test.
+sub held_retry {
+    my ($w, $rx, $wait) = @_;
+    my $zset = 'checkout:worker:retry:receipt';
+    for my $try (1 .. 3) {
+        my $subj = random_id();
+        my $e1 = add_event(id => "${subj}_1", subject => $subj,
+                           rx => { flaky => 1 });
+        my $e2 = add_event(id => "${subj}_2", subject => $subj, state => 0);
+        my ($r) = $w->wait_for_outcome(id => $e1->{entry}, result => 'retry');
+        Test::More::ok($r, "$e1->{ce_id}: 503, result=retry") or return;
+        my $due = int((Time::HiRes::time() + $wait) * 1000);
+        CheckoutRedis::cmd('ZADD', $zset, 'XX', 'GT', $due, $e1->{entry});
+        if (defined CheckoutRedis::cmd('ZSCORE', $zset, $e1->{entry})
+            && $rx->calls("receipt:$e1->{ce_id}") == 1) {
+            Test::More::pass('a retry waits in the schedule');
+            return ($e1, $e2, $due);
+        }
+        Test::More::note("the retry of $e1->{ce_id} came first: again");
+        $w->wait_for_outcome(id => $e2->{entry}, result => 'done');
+    }
+    Test::More::fail('a retry waits in the schedule');
+    return;
 }
 
 # ---- a worker --------------------------------------------------------------
@@ -910,6 +983,13 @@ sub dlq {
     my ($stream) = @_;
     my $r = CheckoutRedis::cmd('XRANGE', $stream // $Dlq, '-', '+');
     return map { [ $_->[0], { @{ $_->[1] } }, $_->[1] ] } @$r;
+}
+
+# The dead letter of a stream entry (by its original id), or undef.
+sub dead_letter_of {
+    my ($entry) = @_;
+    my ($dl) = grep { ($_->[1]{original_id} // '') eq $entry } dlq();
+    return $dl;
 }
 
 sub done_key { "checkout:worker:done:$_[0]:$_[1]" }
