@@ -199,6 +199,7 @@ static void consumerDispatch(group *g) {
         return;
     }
     g->dispatching = 1;
+    g->requeued = 0;
     do {
         g->dispatch_again = 0;
         for (t = g->tasks; t; t = t->next) {
@@ -211,6 +212,9 @@ static void consumerDispatch(group *g) {
                 break;
             }
         }
+        /* a start that could not reach Redis is not tried again at once:
+         * the link's return kicks the group */
+        if (g->requeued) break;
     } while (g->dispatch_again);
     g->dispatching = 0;
 }
@@ -254,6 +258,7 @@ void consumerTaskRequeue(task *t) {
     if (t->state != TASK_RETRYING && t->state != TASK_WAITING)
         g->in_flight--;
     t->state = TASK_WAITING;
+    g->requeued = 1;
     consumerKick(g);
     workerCheckStopped(g->w);
 }

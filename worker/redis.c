@@ -301,7 +301,14 @@ void linkFree(redisLink *l) {
 int linkCommand(redisLink *l, linkReplyProc *fn, void *privdata, int argc,
                 const char **argv, const size_t *argvlen) {
     if (!l->ready) return -1;
-    return linkSend(l, fn, privdata, argc, argv, argvlen);
+    if (linkSend(l, fn, privdata, argc, argv, argvlen) == 0) return 0;
+    /* hiredis is failing the context's callbacks before it calls the
+     * disconnect callback: not ready from now on, so that what those
+     * callbacks send is not tried again and again meanwhile */
+    if (l->ac == NULL ||
+        (l->ac->c.flags & (REDIS_DISCONNECTING | REDIS_FREEING)))
+        l->ready = 0;
+    return -1;
 }
 
 int linkCommandStrings(redisLink *l, linkReplyProc *fn, void *privdata,

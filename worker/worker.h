@@ -78,6 +78,7 @@ struct group {
     int touching;               /* a touch is out */
     int paused;
     int dispatching, dispatch_again;    /* consumerDispatch() */
+    int requeued;               /* a task went back to waiting meanwhile */
     char reclaim_cursor[64];
     int reclaim_count;          /* entries the last XAUTOCLAIM asked for */
     int reclaim_more;           /* it may have left some: go on at once */
