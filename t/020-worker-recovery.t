@@ -321,4 +321,59 @@ CheckoutWorker::scenario('a held entry claimed by another consumer is '
               'pending: only the released entry, still consumer other\'s');
 });
 
+CheckoutWorker::scenario('Redis stalls past the watchdog: the worker stays '
+                         . 'responsive, drops the link and carries on'
+                         => sub {
+    my $rx = CheckoutWorker::receiver();
+    my @evs = map {
+        CheckoutWorker::add_event(rx => { slow => 300, effect => 1 })
+    } 1 .. 40;
+    my $w = CheckoutWorker->start(name => 'stall', groups => [
+        receipt => { url => $rx->url('/rx'), concurrency => 8,
+                     timeout => '2s', 'min-idle' => '30s' }]);
+    CheckoutWorker::wait_for(sub {
+        $w->outcomes(result => 'done') >= 8;
+    }, 15);
+    my $before = () = $w->outcomes(result => 'done');
+    ok($before < @evs, "$before of " . @evs . ' done when Redis stops');
+
+    # SIGSTOP: deliveries in flight end while their scripts cannot be
+    # answered; after 10 s the watchdog drops the commands link, and the
+    # scripts' callbacks run with no reply.
+    CheckoutRedis::pause();
+    my ($asked, @unanswered) = (0);
+    my $dropped;
+    my $until = time + 14;
+    while (time < $until) {
+        my $conn = eval { $w->admin_conn(2) };
+        my $r = $conn ? eval { $conn->cmd('PING') } : undef;
+        $asked++;
+        push @unanswered, sprintf('%.1f s', 14 - ($until - time))
+            unless defined $r && $r eq 'PONG';
+        $dropped = grep { ($_->{link} // '') eq 'commands'
+                          && ($_->{error} // '') =~ /^no reply within/ }
+                   $w->log_lines;
+        last if $dropped && time > $until - 2;
+        select(undef, undef, undef, 0.5);
+    }
+    CheckoutRedis::resume();
+    ok($dropped, 'the watchdog dropped the commands link (no reply within '
+                 . '10000 ms)') or diag($w->log_tail(10));
+    ok(!@unanswered, "the admin port answered PING all along ($asked asked)")
+        or diag('unanswered at ' . join(', ', @unanswered));
+
+    CheckoutWorker::ok_wait('every event done once Redis is back', sub {
+        scalar(grep { CheckoutRedis::cmd('EXISTS',
+                          CheckoutWorker::done_key('receipt', $_->{ce_id})) }
+               @evs) == @evs;
+    }, 30, sub { $w->log_tail(10) });
+    my $effects = $rx->effects;
+    my @twice = grep { ($effects->{"receipt:$_->{ce_id}"} // 0) != 1 } @evs;
+    ok(!@twice, 'each effect applied once')
+        or diag(join ' ', map { $_->{ce_id} } @twice);
+    CheckoutWorker::ok_wait('nothing pending', sub {
+        !CheckoutWorker::pending($S, 'receipt');
+    });
+});
+
 CheckoutWorker::finish();
