@@ -219,9 +219,8 @@ static void consumerDispatch(group *g) {
     g->dispatching = 0;
 }
 
-/* The begin script answered: 'done' says a completion record exists. */
-void consumerBegun(task *t, int done) {
-    if (done) return;           /* stateBegin acknowledged and logged it */
+/* The begin script found no completion record: deliver. */
+void consumerBegun(task *t) {
     if (t->g->w->stopping) {
         consumerTaskDone(t);    /* not started: left pending */
         return;

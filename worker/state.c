@@ -259,7 +259,7 @@ static void onBegin(redisLink *l, redisReply *reply, void *privdata) {
         consumerTaskDone(t);
         return;
     }
-    consumerBegun(t, 0);
+    consumerBegun(t);
 }
 
 void stateBegin(task *t) {

@@ -119,7 +119,7 @@ void consumerStart(group *g);
 void consumerLinkUp(worker *w);
 void consumerKick(group *g);
 void consumerAdopt(group *g, redisReply *entry, long long attempt);
-void consumerBegun(task *t, int done);
+void consumerBegun(task *t);
 void consumerTaskDone(task *t);
 void consumerTaskRetrying(task *t, long long due_ms);
 void consumerTaskRequeue(task *t);
