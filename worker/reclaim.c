@@ -33,10 +33,8 @@ static const char dueScript[] =
     "    redis.call('ZREM', KEYS[2], id) "
     "    local e = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id) "
     "    if #e == 0 then "
-    "      redis.call('XADD', KEYS[3], '*', 'group', ARGV[1], "
-    "        'stream', ARGV[7], 'error', 'deleted_before_delivery', "
-    "        'attempts', p[1][4], 'original_id', id, 'failed_at', ARGV[6], "
-    "        'consumer', ARGV[2]) "
+    LUA_DEAD_DELETED("KEYS[3]", "ARGV[1]", "ARGV[7]", "id", "p[1][4]",
+                     "ARGV[6]", "ARGV[2]")
     "      out[#out + 1] = {id, false, p[1][4]} "
     "    else "
     "      out[#out + 1] = {id, e[1][2], p[1][4] + 1} "
@@ -59,10 +57,8 @@ static const char reclaimScript[] =
     "end "
     "for _, id in ipairs(r[3] or {}) do "
     "  redis.call('ZREM', KEYS[2], id) "
-    "  redis.call('XADD', KEYS[3], '*', 'group', ARGV[1], "
-    "    'stream', ARGV[7], 'error', 'deleted_before_delivery', "
-    "    'attempts', 'unknown', 'original_id', id, 'failed_at', ARGV[6], "
-    "    'consumer', ARGV[2]) "
+    LUA_DEAD_DELETED("KEYS[3]", "ARGV[1]", "ARGV[7]", "id", "'unknown'",
+                     "ARGV[6]", "ARGV[2]")
     "  out[#out + 1] = {id, false, 0} "
     "end "
     "return {r[1], out}";
@@ -140,15 +136,7 @@ static void adoptAll(group *g, redisReply *list, const char *how) {
                 if (strcmp(t->id, e->element[0]->str) == 0) break;
             if (t && (t->state == TASK_WAITING || t->state == TASK_RETRYING))
                 consumerTaskDone(t);
-            g->stats.processed++;
-            g->stats.dead_lettered++;
-            logStart(LOG_ERROR);
-            logStr("group", g->cfg->name);
-            logStr("id", e->element[0]->str);
-            logStr("result", "deleted");
-            logStr("error", "deleted_before_delivery");
-            logStr("via", how);
-            logEnd();
+            stateDeleted(g, e->element[0]->str, how);
             continue;
         }
         /* the entry as XREADGROUP gives it: [id, [field, value, ...]] */

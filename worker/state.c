@@ -111,10 +111,8 @@ static const char touchScript[] =
     "  elseif #redis.call('XRANGE', KEYS[1], id, id) == 0 then "
     "    redis.call('XACK', KEYS[1], ARGV[1], id) "
     "    redis.call('ZREM', KEYS[3], id) "
-    "    redis.call('XADD', KEYS[2], '*', 'group', ARGV[1], "
-    "      'stream', ARGV[4], 'error', 'deleted_before_delivery', "
-    "      'attempts', p[1][4], 'original_id', id, 'failed_at', ARGV[3], "
-    "      'consumer', ARGV[2]) "
+    LUA_DEAD_DELETED("KEYS[2]", "ARGV[1]", "ARGV[4]", "id", "p[1][4]",
+                     "ARGV[3]", "ARGV[2]")
     "    deleted[#deleted + 1] = id "
     "  else "
     "    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'JUSTID') "
@@ -527,6 +525,20 @@ void stateSkip(task *t, const char *why) {
 
 /* --------------------------------------------------------------- touch */
 
+/* The outcome of an entry a script found deleted from the stream while
+ * pending, and dead-lettered: 'via' is the script that found it. */
+void stateDeleted(group *g, const char *id, const char *via) {
+    g->stats.processed++;
+    g->stats.dead_lettered++;
+    logStart(LOG_ERROR);
+    logStr("group", g->cfg->name);
+    logStr("id", id);
+    logStr("result", "deleted");
+    logStr("error", "deleted_before_delivery");
+    logStr("via", via);
+    logEnd();
+}
+
 /* Lets go of a held task whose entry is not this consumer's any more, or
  * was deleted (and dead-lettered by the touch script); one in flight
  * finishes, its outcome scripts are safe either way. */
@@ -539,16 +551,7 @@ static void releaseHeld(group *g, redisReply *ids, int deleted) {
         if (ids->element[i]->type != REDIS_REPLY_STRING) continue;
         for (t = g->tasks; t; t = t->next)
             if (strcmp(t->id, ids->element[i]->str) == 0) break;
-        if (deleted) {
-            g->stats.processed++;
-            g->stats.dead_lettered++;
-            logStart(LOG_ERROR);
-            logStr("group", g->cfg->name);
-            logStr("id", ids->element[i]->str);
-            logStr("result", "deleted");
-            logStr("error", "deleted_before_delivery");
-            logEnd();
-        }
+        if (deleted) stateDeleted(g, ids->element[i]->str, "touch");
         if (t && (t->state == TASK_WAITING || t->state == TASK_RETRYING)) {
             if (!deleted) {
                 logTask(LOG_WARN, t, "released");

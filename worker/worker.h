@@ -110,6 +110,15 @@ struct worker {
     struct event *retention_ev;
 };
 
+/* Lua, for the scripts that find an entry deleted from the stream while
+ * still pending: its dead letter, with no fields of the event to keep.
+ * The arguments are Lua expressions of the script using it. */
+#define LUA_DEAD_DELETED(DLQ, GROUP, STREAM, ID, ATTEMPTS, NOW, CONSUMER) \
+    "redis.call('XADD', " DLQ ", '*', 'group', " GROUP ", " \
+    "'stream', " STREAM ", 'error', 'deleted_before_delivery', " \
+    "'attempts', " ATTEMPTS ", 'original_id', " ID ", " \
+    "'failed_at', " NOW ", 'consumer', " CONSUMER ") "
+
 /* consumer.c */
 int consumerInit(worker *w, group *g, groupConfig *cfg);
 void consumerRun(group *g);
@@ -133,6 +142,7 @@ void stateRetry(task *t, long long delay_ms, const char *error);
 void stateDead(task *t, const char *error);
 void stateSkip(task *t, const char *why);
 void stateTouch(group *g);
+void stateDeleted(group *g, const char *id, const char *via);
 
 /* reclaim.c */
 void reclaimDue(group *g);
