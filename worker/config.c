@@ -635,38 +635,42 @@ static int laterLine(configParser *p, int a, int b) {
     return p->seen[a] > p->seen[b] ? p->seen[a] : p->seen[b];
 }
 
+/* The error about two durations of a group that do not go together:
+ * "min-idle 5s must be greater than timeout 5s (default)<tail>", on the
+ * later line of the two. Returns CONFIG_ERR. */
+static int pairError(configParser *p, int da, long long a_ms,
+                     const char *relation, int db, long long b_ms,
+                     const char *tail) {
+    char a[32], b[32];
+
+    return parserError(p, laterLine(p, da, db), "%s %s%s %s %s %s%s%s",
+                       directives[da].name, fmtDuration(a, sizeof(a), a_ms),
+                       p->seen[da] ? "" : " (default)", relation,
+                       directives[db].name, fmtDuration(b, sizeof(b), b_ms),
+                       p->seen[db] ? "" : " (default)", tail);
+}
+
 /* Checks the settings of the group 'g' against each other, once its section
  * has ended. Returns CONFIG_OK, or CONFIG_ERR with the parser's error set. */
 static int finishGroup(configParser *p, const groupConfig *g) {
-    char q[CONFIG_REPR_SIZE], r[CONFIG_REPR_SIZE], a[32], b[32];
+    char q[CONFIG_REPR_SIZE], r[CONFIG_REPR_SIZE];
 
     if (g->handler == HANDLER_HTTP && g->url == NULL)
         return parserError(p, g->line, "group %s has no \"url\" (handler "
                            "http needs one)", repr(q, g->name));
     if (g->backoff_cap_ms < g->backoff_base_ms)
-        return parserError(p, laterLine(p, D_BACKOFF_CAP, D_BACKOFF_BASE),
-                           "backoff-cap %s%s is less than backoff-base %s%s",
-                           fmtDuration(a, sizeof(a), g->backoff_cap_ms),
-                           p->seen[D_BACKOFF_CAP] ? "" : " (default)",
-                           fmtDuration(b, sizeof(b), g->backoff_base_ms),
-                           p->seen[D_BACKOFF_BASE] ? "" : " (default)");
+        return pairError(p, D_BACKOFF_CAP, g->backoff_cap_ms,
+                         "is less than", D_BACKOFF_BASE, g->backoff_base_ms,
+                         "");
     if (g->min_idle_ms <= g->timeout_ms)
-        return parserError(p, laterLine(p, D_MIN_IDLE, D_TIMEOUT),
-                           "min-idle %s%s must be greater than timeout %s%s "
-                           "(or entries still being delivered are reclaimed)",
-                           fmtDuration(a, sizeof(a), g->min_idle_ms),
-                           p->seen[D_MIN_IDLE] ? "" : " (default)",
-                           fmtDuration(b, sizeof(b), g->timeout_ms),
-                           p->seen[D_TIMEOUT] ? "" : " (default)");
+        return pairError(p, D_MIN_IDLE, g->min_idle_ms,
+                         "must be greater than", D_TIMEOUT, g->timeout_ms,
+                         " (or entries still being delivered are reclaimed)");
     if (g->min_idle_ms <= g->backoff_cap_ms)
-        return parserError(p, laterLine(p, D_MIN_IDLE, D_BACKOFF_CAP),
-                           "min-idle %s%s must be greater than backoff-cap "
-                           "%s%s (or entries waiting for a retry are "
-                           "reclaimed)",
-                           fmtDuration(a, sizeof(a), g->min_idle_ms),
-                           p->seen[D_MIN_IDLE] ? "" : " (default)",
-                           fmtDuration(b, sizeof(b), g->backoff_cap_ms),
-                           p->seen[D_BACKOFF_CAP] ? "" : " (default)");
+        return pairError(p, D_MIN_IDLE, g->min_idle_ms,
+                         "must be greater than", D_BACKOFF_CAP,
+                         g->backoff_cap_ms,
+                         " (or entries waiting for a retry are reclaimed)");
     if (strcmp(g->stream, p->cfg->dead_letter_stream) == 0)
         return parserError(p, laterLine(p, D_STREAM, D_DEAD_LETTER_STREAM),
                            "group %s reads the dead-letter stream %s",
