@@ -9,166 +9,34 @@
 #include <ngx_http.h>
 
 #include "ngx_http_checkout_module.h"
+#include "ngx_http_checkout_publish_lua.h"
 
 
-#define NGX_HTTP_CHECKOUT_EVENT_ARGS      40
-
-/* EVAL, the script, 3, three keys and the 13 arguments that always come */
-#define NGX_HTTP_CHECKOUT_EVENT_MIN_ARGS  19
-
-#define NGX_HTTP_CHECKOUT_SPOOL_INTERVAL  1000
-#define NGX_HTTP_CHECKOUT_SPOOL_TIMEOUT   1000
-#define NGX_HTTP_CHECKOUT_SPOOL_BATCH     100
-#define NGX_HTTP_CHECKOUT_SPOOL_READ      65536
-
-
-/*
- * The event, the checkout's state and the idempotent reply in one script,
- * written once: the state's "eventId" field, written last, is the guard,
- * so a replayed spool entry is not appended again, and a script that
- * failed half-way (Redis does not roll back) is run again whole.  The
- * idempotency record is only touched when it is this checkout's, or gone.
- *
- * KEYS: stream, state hash, idempotency key or "".
- * ARGV: 1 checkout id (the event's id), 2 state TTL, 3 status, 4 time,
- * 5 order id or "", 6 step or "", 7 stream cap or "0", 8 reply status
- * ("" releases the idempotency key), 9 reply body, 10 Location,
- * 11 Retry-After, 12 idempotency TTL in ms, 13 the request's fingerprint,
- * then the entry's fields and values; no fields means no event.
- */
-static ngx_str_t  ngx_http_checkout_event_script = ngx_string(
-    "if redis.call('HEXISTS', KEYS[2], 'eventId') == 1 then "
-        "return 0 "
-    "end "
-    "if #ARGV > 13 then "
-        "if ARGV[7] ~= '0' then "
-            "redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[7], '*', "
-                       "unpack(ARGV, 14)) "
-        "else "
-            "redis.call('XADD', KEYS[1], '*', unpack(ARGV, 14)) "
-        "end "
-    "end "
-    "if KEYS[3] ~= '' then "
-        "local owner = redis.call('HGET', KEYS[3], 'checkoutId') "
-        "if not owner or owner == ARGV[1] then "
-            "if ARGV[8] == '' then "
-                "redis.call('DEL', KEYS[3]) "
-            "else "
-                "redis.call('HSET', KEYS[3], 'state', 'done', "
-                           "'status', ARGV[8], 'body', ARGV[9], "
-                           "'location', ARGV[10], 'retryAfter', ARGV[11], "
-                           "'fingerprint', ARGV[13], 'checkoutId', ARGV[1]) "
-                "redis.call('PEXPIRE', KEYS[3], ARGV[12]) "
-            "end "
-        "end "
-    "end "
-    "redis.call('HSET', KEYS[2], 'status', ARGV[3], 'created', ARGV[4], "
-               "'updated', ARGV[4]) "
-    "if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'orderId', ARGV[5]) "
-    "end "
-    "if ARGV[6] ~= '' then redis.call('HSET', KEYS[2], 'step', ARGV[6]) "
-    "end "
-    "redis.call('HSET', KEYS[2], 'eventId', ARGV[1]) "
-    "redis.call('EXPIRE', KEYS[2], ARGV[2]) "
-    "return 1");
-
-
-/* errors after which Redis may take the same command later */
-static ngx_str_t  ngx_http_checkout_event_transient[] = {
-    ngx_string("OOM"),
-    ngx_string("MISCONF"),
-    ngx_string("READONLY"),
-    ngx_string("NOREPLICAS"),
-    ngx_string("BUSY"),
-    ngx_string("MASTERDOWN"),
-    ngx_string("LOADING"),
-    ngx_string("TRYAGAIN"),
-    ngx_string("CLUSTERDOWN"),
-    ngx_null_string
-};
-
-
-/* an event's command, as sent and as written to the spool */
-struct ngx_http_checkout_event_args_s {
-    ngx_uint_t                        argc;
-    ngx_str_t                         argv[NGX_HTTP_CHECKOUT_EVENT_ARGS];
-};
-
-
-/* this worker's spool of one Redis server */
-typedef struct {
-    ngx_http_checkout_redis_conf_t   *redis;
-    ngx_str_t                         prefix;
-
-    /* the file events are appended to, and its length on disk */
-    ngx_fd_t                          fd;
-    off_t                             size;
-    ngx_uint_t                        sequence;
-
-    /*
-     * The file being replayed, a batch of lines at a time: where the
-     * batch starts and ends, its commands still without a reply, those
-     * that Redis could not take now (the batch is sent again), and the
-     * file's lines that no replay can take (it is then kept aside).
-     */
-    u_char                           *replaying;
-    ngx_fd_t                          replay_fd;
-    off_t                             offset;
-    off_t                             batch_end;
-    ngx_uint_t                        outstanding;
-    ngx_uint_t                        failed;
-    ngx_uint_t                        rejected;
-    ngx_uint_t                        rejected_before;
-} ngx_http_checkout_spool_t;
-
-
-typedef struct {
-    ngx_str_t                         dir;
-    ngx_array_t                       spools;
-    ngx_event_t                       timer;
-    ngx_log_t                        *log;
-} ngx_http_checkout_spools_t;
+/* an entry's fields are the open-ended rest of the script's arguments */
+#define ngx_http_checkout_event_field(args, name, value)                      \
+    ngx_str_set(&(args)->argv[(args)->argc], name);                           \
+    (args)->argv[(args)->argc + 1] = value;                                   \
+    (args)->argc += 2
 
 
 static ngx_int_t ngx_http_checkout_event_args(ngx_http_request_t *r,
     ngx_http_checkout_ctx_t *ctx, ngx_http_checkout_event_args_t *args);
+static ngx_str_t *ngx_http_checkout_event_type(ngx_http_checkout_ctx_t *ctx);
 static ngx_int_t ngx_http_checkout_event_data(ngx_http_request_t *r,
     ngx_http_checkout_ctx_t *ctx, ngx_str_t *data);
-static ngx_int_t ngx_http_checkout_event_send(
-    ngx_http_checkout_redis_conf_t *redis, ngx_msec_t timeout,
-    ngx_uint_t cancelable, ngx_http_checkout_event_args_t *args,
-    ngx_http_checkout_redis_handler_pt handler, void *data,
-    ngx_http_checkout_redis_cmd_t **cmd);
 static void ngx_http_checkout_event_done(void *data, redisReply *reply);
-static ngx_http_checkout_spool_t *ngx_http_checkout_spool_find(
-    ngx_http_checkout_redis_conf_t *redis);
-static ngx_int_t ngx_http_checkout_spool_write(ngx_http_request_t *r,
-    ngx_http_checkout_redis_conf_t *redis,
-    ngx_http_checkout_event_args_t *args);
-static u_char *ngx_http_checkout_spool_name(u_char *buf,
-    ngx_http_checkout_spool_t *spool, ngx_int_t sequence);
-static void ngx_http_checkout_spool_timer(ngx_event_t *ev);
-static void ngx_http_checkout_spool_replay(ngx_http_checkout_spool_t *spool);
-static ngx_int_t ngx_http_checkout_spool_take(
-    ngx_http_checkout_spool_t *spool);
-static ngx_int_t ngx_http_checkout_spool_claim(
-    ngx_http_checkout_spool_t *spool, u_char *from);
-static void ngx_http_checkout_spool_send(ngx_http_checkout_spool_t *spool,
-    ngx_pool_t *pool, u_char *start, u_char *end);
-static void ngx_http_checkout_spool_replayed(void *data, redisReply *reply);
-static void ngx_http_checkout_spool_batch_done(
-    ngx_http_checkout_spool_t *spool);
-static void ngx_http_checkout_spool_finish(ngx_http_checkout_spool_t *spool);
 
 
-static ngx_http_checkout_spools_t  *ngx_http_checkout_spools;
+static ngx_str_t  ngx_http_checkout_publish_script =
+    ngx_string(NGX_HTTP_CHECKOUT_PUBLISH_LUA);
 
 
 /*
  * After the decision and before the reply: the event the outcome owes
- * and the checkout's state.  NGX_AGAIN: the request is posted once Redis
- * has answered; NGX_DECLINED: nothing to wait for (no Redis configured,
- * or Redis unreachable and the event spooled).
+ * and the checkout's state, in one script (lua/publish.lua).  NGX_AGAIN:
+ * the request is posted once Redis has answered; NGX_DECLINED: nothing to
+ * wait for (no Redis configured, or Redis unreachable and the event
+ * spooled).
  */
 
 ngx_int_t
@@ -187,6 +55,10 @@ ngx_http_checkout_event_publish(ngx_http_request_t *r,
     {
         return NGX_ERROR;
     }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "checkout publish: %V, %ui arguments",
+                   &args->argv[NGX_HTTP_CHECKOUT_PUBLISH_STATUS], args->argc);
 
     if (ngx_http_checkout_event_send(ctx->conf->redis,
                                      ctx->conf->redis_timeout, 0, args,
@@ -208,143 +80,162 @@ ngx_http_checkout_event_args(ngx_http_request_t *r,
     ngx_http_checkout_ctx_t *ctx, ngx_http_checkout_event_args_t *args)
 {
     u_char                    *p;
-    ngx_str_t                 *a, *type;
+    ngx_str_t                 *a, *type, source;
     ngx_tm_t                   tm;
     ngx_time_t                *tp;
     ngx_http_checkout_json_t  *order;
 
     a = args->argv;
 
-    p = ngx_pnalloc(r->pool, sizeof("checkout:") - 1 + ctx->id.len
-                             + 4 * NGX_INT64_LEN
+    p = ngx_pnalloc(r->pool, sizeof(CHECKOUT_STATE_KEY_PREFIX) - 1
+                             + ctx->id.len + 4 * NGX_INT64_LEN
                              + sizeof("1970-01-01T00:00:00.000Z") - 1);
     if (p == NULL) {
         return NGX_ERROR;
     }
 
     ngx_str_set(&a[0], "EVAL");
-    a[1] = ngx_http_checkout_event_script;
-    ngx_str_set(&a[2], "3");
-    a[3] = ctx->conf->stream;
+    a[1] = ngx_http_checkout_publish_script;
+    ngx_str_set(&a[2], NGX_HTTP_CHECKOUT_PUBLISH_NUMKEYS);
 
-    a[4].data = p;
-    a[4].len = ngx_sprintf(p, "checkout:%V", &ctx->id) - p;
-    p += a[4].len;
+    a[NGX_HTTP_CHECKOUT_PUBLISH_STREAM] = ctx->conf->stream;
+
+    a[NGX_HTTP_CHECKOUT_PUBLISH_STATE].data = p;
+    a[NGX_HTTP_CHECKOUT_PUBLISH_STATE].len =
+        ngx_sprintf(p, CHECKOUT_STATE_KEY_PREFIX "%V", &ctx->id) - p;
+    p += a[NGX_HTTP_CHECKOUT_PUBLISH_STATE].len;
 
     if (ctx->gate == NGX_HTTP_CHECKOUT_GATE_NEW) {
-        a[5] = ctx->idempotency_redis_key;
+        a[NGX_HTTP_CHECKOUT_PUBLISH_IDEMPOTENCY] = ctx->idempotency_redis_key;
 
     } else {
-        ngx_str_null(&a[5]);
+        ngx_str_null(&a[NGX_HTTP_CHECKOUT_PUBLISH_IDEMPOTENCY]);
     }
 
     /* the checkout's id is its event's id: stable across any replay */
 
-    a[6] = ctx->id;
+    a[NGX_HTTP_CHECKOUT_PUBLISH_ID] = ctx->id;
 
-    a[7].data = p;
-    a[7].len = ngx_sprintf(p, "%T", ctx->conf->state_ttl) - p;
-    p += a[7].len;
+    a[NGX_HTTP_CHECKOUT_PUBLISH_STATE_TTL].data = p;
+    a[NGX_HTTP_CHECKOUT_PUBLISH_STATE_TTL].len =
+        ngx_sprintf(p, "%T", ctx->conf->state_ttl) - p;
+    p += a[NGX_HTTP_CHECKOUT_PUBLISH_STATE_TTL].len;
 
-    a[8] = *ngx_http_checkout_outcome_name(ctx->outcome);
+    a[NGX_HTTP_CHECKOUT_PUBLISH_STATUS] =
+        *ngx_http_checkout_outcome_name(ctx->outcome);
 
     tp = ngx_timeofday();
     ngx_gmtime(tp->sec, &tm);
 
-    a[9].data = p;
-    a[9].len = ngx_sprintf(p, "%4d-%02d-%02dT%02d:%02d:%02d.%03MZ",
-                           tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
-                           tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec,
-                           tp->msec)
-               - p;
-    p += a[9].len;
+    a[NGX_HTTP_CHECKOUT_PUBLISH_TIME].data = p;
+    a[NGX_HTTP_CHECKOUT_PUBLISH_TIME].len =
+        ngx_sprintf(p, "%4d-%02d-%02dT%02d:%02d:%02d.%03MZ",
+                    tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                    tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec, tp->msec)
+        - p;
+    p += a[NGX_HTTP_CHECKOUT_PUBLISH_TIME].len;
 
     order = NULL;
 
     if (ctx->outcome == NGX_HTTP_CHECKOUT_CONFIRMED) {
-        order = ngx_http_checkout_json_get(ctx->decisive->reply, "orderId");
+        order = ngx_http_checkout_json_get(ctx->decisive->reply,
+                                           CHECKOUT_REPLY_ORDER_ID);
     }
 
     if (order && order->type == NGX_HTTP_CHECKOUT_JSON_STRING) {
-        a[10] = order->value;
+        a[NGX_HTTP_CHECKOUT_PUBLISH_ORDER_ID] = order->value;
 
     } else {
-        ngx_str_null(&a[10]);
+        ngx_str_null(&a[NGX_HTTP_CHECKOUT_PUBLISH_ORDER_ID]);
     }
 
     if (ctx->outcome != NGX_HTTP_CHECKOUT_CONFIRMED) {
-        a[11] = ctx->decisive->conf->name;
+        a[NGX_HTTP_CHECKOUT_PUBLISH_STEP] = ctx->decisive->conf->name;
 
     } else {
-        ngx_str_null(&a[11]);
+        ngx_str_null(&a[NGX_HTTP_CHECKOUT_PUBLISH_STEP]);
     }
 
-    a[12].data = p;
-    a[12].len = ngx_sprintf(p, "%ui", ctx->conf->maxlen) - p;
-    p += a[12].len;
+    a[NGX_HTTP_CHECKOUT_PUBLISH_MAXLEN].data = p;
+    a[NGX_HTTP_CHECKOUT_PUBLISH_MAXLEN].len =
+        ngx_sprintf(p, "%ui", ctx->conf->maxlen) - p;
+    p += a[NGX_HTTP_CHECKOUT_PUBLISH_MAXLEN].len;
 
     /* a failed checkout releases its key: a retry with it runs again */
 
     if (ctx->outcome == NGX_HTTP_CHECKOUT_FAILED) {
-        ngx_str_null(&a[13]);
+        ngx_str_null(&a[NGX_HTTP_CHECKOUT_PUBLISH_REPLY_STATUS]);
 
     } else {
-        a[13].data = p;
-        a[13].len = ngx_sprintf(p, "%ui", ctx->status) - p;
-        p += a[13].len;
+        a[NGX_HTTP_CHECKOUT_PUBLISH_REPLY_STATUS].data = p;
+        a[NGX_HTTP_CHECKOUT_PUBLISH_REPLY_STATUS].len =
+            ngx_sprintf(p, "%ui", ctx->status) - p;
+        p += a[NGX_HTTP_CHECKOUT_PUBLISH_REPLY_STATUS].len;
     }
 
-    a[14] = ctx->reply.body;
-    a[15] = ctx->reply.location;
-    a[16] = ctx->reply.retry_after;
+    a[NGX_HTTP_CHECKOUT_PUBLISH_REPLY_BODY] = ctx->reply.body;
+    a[NGX_HTTP_CHECKOUT_PUBLISH_REPLY_LOCATION] = ctx->reply.location;
+    a[NGX_HTTP_CHECKOUT_PUBLISH_REPLY_RETRY_AFTER] = ctx->reply.retry_after;
 
-    a[17].data = p;
-    a[17].len = ngx_sprintf(p, "%M", ctx->conf->idempotency_ttl) - p;
+    a[NGX_HTTP_CHECKOUT_PUBLISH_IDEMPOTENCY_TTL].data = p;
+    a[NGX_HTTP_CHECKOUT_PUBLISH_IDEMPOTENCY_TTL].len =
+        ngx_sprintf(p, "%M", ctx->conf->idempotency_ttl) - p;
 
-    a[18] = ctx->fingerprint;
+    a[NGX_HTTP_CHECKOUT_PUBLISH_FINGERPRINT] = ctx->fingerprint;
 
-    switch (ctx->outcome) {
+    args->argc = NGX_HTTP_CHECKOUT_PUBLISH_ARGC;
 
-    case NGX_HTTP_CHECKOUT_CONFIRMED:
-        type = &ctx->conf->event_types[0];
-        break;
+    type = ngx_http_checkout_event_type(ctx);
 
-    case NGX_HTTP_CHECKOUT_PENDING_REVIEW:
-        type = &ctx->conf->event_types[1];
-        break;
-
-    case NGX_HTTP_CHECKOUT_DECLINED:
-        type = &ctx->conf->event_types[2];
-        break;
-
-    default:
-        args->argc = 19;
+    if (type == NULL) {
         return NGX_OK;
     }
 
     /* CloudEvents 1.0, binary mode: attributes as fields, data as JSON */
 
-    ngx_str_set(&a[19], "ce_specversion");
-    ngx_str_set(&a[20], "1.0");
-    ngx_str_set(&a[21], "ce_id");
-    a[22] = ctx->id;
-    ngx_str_set(&a[23], "ce_type");
-    a[24] = *type;
-    ngx_str_set(&a[25], "ce_source");
-    a[26] = r->uri;
-    ngx_str_set(&a[27], "ce_time");
-    a[28] = a[9];
-    ngx_str_set(&a[29], "ce_subject");
-    a[30] = ctx->id;
-    ngx_str_set(&a[31], "ce_schemaversion");
-    ngx_str_set(&a[32], "1");
-    ngx_str_set(&a[33], "content-type");
-    ngx_str_set(&a[34], "application/json");
-    ngx_str_set(&a[35], "data");
+    source = r->uri;
 
-    args->argc = 37;
+    ngx_http_checkout_event_field(args, CHECKOUT_CE_SPECVERSION,
+                                  (ngx_str_t)
+                                  ngx_string(CHECKOUT_CE_SPECVERSION_VALUE));
+    ngx_http_checkout_event_field(args, CHECKOUT_CE_ID, ctx->id);
+    ngx_http_checkout_event_field(args, CHECKOUT_CE_TYPE, *type);
+    ngx_http_checkout_event_field(args, CHECKOUT_CE_SOURCE, source);
+    ngx_http_checkout_event_field(args, CHECKOUT_CE_TIME,
+                                  a[NGX_HTTP_CHECKOUT_PUBLISH_TIME]);
+    ngx_http_checkout_event_field(args, CHECKOUT_CE_SUBJECT, ctx->id);
+    ngx_http_checkout_event_field(args, CHECKOUT_CE_SCHEMAVERSION,
+                                  (ngx_str_t)
+                                  ngx_string(CHECKOUT_SCHEMA_VERSION));
+    ngx_http_checkout_event_field(args, CHECKOUT_EVENT_CONTENT_TYPE,
+                                  (ngx_str_t)
+                                  ngx_string(CHECKOUT_EVENT_DATA_TYPE));
+    ngx_http_checkout_event_field(args, CHECKOUT_EVENT_DATA,
+                                  (ngx_str_t) ngx_null_string);
 
-    return ngx_http_checkout_event_data(r, ctx, &a[36]);
+    return ngx_http_checkout_event_data(r, ctx, &a[args->argc - 1]);
+}
+
+
+/* the event's type, as configured: NULL for an outcome that owes none */
+
+static ngx_str_t *
+ngx_http_checkout_event_type(ngx_http_checkout_ctx_t *ctx)
+{
+    switch (ctx->outcome) {
+
+    case NGX_HTTP_CHECKOUT_CONFIRMED:
+        return &ctx->conf->event_types[NGX_HTTP_CHECKOUT_EVENT_CONFIRMED];
+
+    case NGX_HTTP_CHECKOUT_PENDING_REVIEW:
+        return &ctx->conf->event_types[NGX_HTTP_CHECKOUT_EVENT_PENDING_REVIEW];
+
+    case NGX_HTTP_CHECKOUT_DECLINED:
+        return &ctx->conf->event_types[NGX_HTTP_CHECKOUT_EVENT_DECLINED];
+
+    default:
+        return NULL;
+    }
 }
 
 
@@ -364,20 +255,20 @@ ngx_http_checkout_event_data(ngx_http_request_t *r,
 
     ngx_http_checkout_json_literal(&w, NGX_HTTP_CHECKOUT_JSON_OBJECT);
 
-    ngx_http_checkout_json_cstr(&w, "checkoutId");
+    ngx_http_checkout_json_cstr(&w, CHECKOUT_DATA_CHECKOUT_ID);
     ngx_http_checkout_json_str(&w, &ctx->id);
 
-    ngx_http_checkout_json_cstr(&w, "status");
+    ngx_http_checkout_json_cstr(&w, CHECKOUT_DATA_STATUS);
     ngx_http_checkout_json_str(&w,
                                ngx_http_checkout_outcome_name(ctx->outcome));
 
-    ngx_http_checkout_json_cstr(&w, "step");
+    ngx_http_checkout_json_cstr(&w, CHECKOUT_DATA_STEP);
     ngx_http_checkout_json_str(&w, &ctx->decisive->conf->name);
 
-    ngx_http_checkout_json_cstr(&w, "cart");
+    ngx_http_checkout_json_cstr(&w, CHECKOUT_DATA_CART);
     ngx_http_checkout_json_value(&w, ctx->cart);
 
-    ngx_http_checkout_json_cstr(&w, "results");
+    ngx_http_checkout_json_cstr(&w, CHECKOUT_DATA_RESULTS);
     ngx_http_checkout_json_literal(&w, NGX_HTTP_CHECKOUT_JSON_OBJECT);
 
     for (i = 0; i < ctx->nsteps; i++) {
@@ -398,7 +289,9 @@ ngx_http_checkout_event_data(ngx_http_request_t *r,
 }
 
 
-static ngx_int_t
+/* the publish script's command: for a checkout, or a line of the spool */
+
+ngx_int_t
 ngx_http_checkout_event_send(ngx_http_checkout_redis_conf_t *redis,
     ngx_msec_t timeout, ngx_uint_t cancelable,
     ngx_http_checkout_event_args_t *args,
@@ -435,6 +328,11 @@ ngx_http_checkout_event_done(void *data, redisReply *reply)
 
     ctx->command = NULL;
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "checkout publish done: %s, %i",
+                   reply ? "reply" : "no reply",
+                   reply ? (ngx_int_t) reply->type : 0);
+
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
         if (reply) {
             ngx_log_error(NGX_LOG_ERR, c->log, 0,
@@ -449,685 +347,4 @@ ngx_http_checkout_event_done(void *data, redisReply *reply)
     ngx_http_checkout_wake(r);
 
     ngx_http_run_posted_requests(c);
-}
-
-
-/*
- * The spool: when Redis cannot take an event, it is appended to this
- * worker's file and fsync'd before the client is answered, one JSON array
- * of the command's arguments a line.  A timer replays the files into Redis
- * once it answers; the script's guard makes a replay of an event that did
- * reach Redis a no-op.  Files of workers that are gone are taken over.
- */
-
-ngx_int_t
-ngx_http_checkout_spool_init(ngx_cycle_t *cycle,
-    ngx_http_checkout_main_conf_t *cmcf)
-{
-    u_char                           *p;
-    ngx_uint_t                        i;
-    ngx_http_checkout_spool_t        *spool;
-    ngx_http_checkout_spools_t       *spools;
-    ngx_http_checkout_redis_conf_t  **server;
-
-    if (cmcf->spool.len == 0 || cmcf->servers.nelts == 0) {
-        return NGX_OK;
-    }
-
-    /* said at once, not at the first event that would be lost */
-
-    if (access((char *) cmcf->spool.data, W_OK|X_OK) == -1) {
-        ngx_log_error(NGX_LOG_ALERT, cycle->log, ngx_errno,
-                      "checkout spool directory \"%V\" is not writable "
-                      "by this worker: events Redis cannot take will be "
-                      "lost", &cmcf->spool);
-    }
-
-    spools = ngx_pcalloc(cycle->pool, sizeof(ngx_http_checkout_spools_t));
-    if (spools == NULL) {
-        return NGX_ERROR;
-    }
-
-    spools->dir = cmcf->spool;
-    spools->log = cycle->log;
-
-    if (ngx_array_init(&spools->spools, cycle->pool, cmcf->servers.nelts,
-                       sizeof(ngx_http_checkout_spool_t))
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    server = cmcf->servers.elts;
-
-    for (i = 0; i < cmcf->servers.nelts; i++) {
-        spool = ngx_array_push(&spools->spools);
-        if (spool == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_memzero(spool, sizeof(ngx_http_checkout_spool_t));
-
-        spool->redis = server[i];
-        spool->fd = NGX_INVALID_FILE;
-        spool->replay_fd = NGX_INVALID_FILE;
-
-        /* "redis-<n>-": one prefix per server, in the order configured */
-
-        spool->prefix.data = ngx_pnalloc(cycle->pool, NGX_INT_T_LEN + 8);
-        if (spool->prefix.data == NULL) {
-            return NGX_ERROR;
-        }
-
-        p = ngx_sprintf(spool->prefix.data, "redis-%ui-", i);
-        spool->prefix.len = p - spool->prefix.data;
-
-        spool->replaying = ngx_pnalloc(cycle->pool, NGX_MAX_PATH);
-        if (spool->replaying == NULL) {
-            return NGX_ERROR;
-        }
-    }
-
-    spools->timer.handler = ngx_http_checkout_spool_timer;
-    spools->timer.data = spools;
-    spools->timer.log = cycle->log;
-    spools->timer.cancelable = 1;
-
-    ngx_http_checkout_spools = spools;
-
-    ngx_add_timer(&spools->timer, NGX_HTTP_CHECKOUT_SPOOL_INTERVAL);
-
-    return NGX_OK;
-}
-
-
-static ngx_http_checkout_spool_t *
-ngx_http_checkout_spool_find(ngx_http_checkout_redis_conf_t *redis)
-{
-    ngx_uint_t                  i;
-    ngx_http_checkout_spool_t  *spool;
-
-    if (ngx_http_checkout_spools == NULL) {
-        return NULL;
-    }
-
-    spool = ngx_http_checkout_spools->spools.elts;
-
-    for (i = 0; i < ngx_http_checkout_spools->spools.nelts; i++) {
-        if (spool[i].redis == redis) {
-            return &spool[i];
-        }
-    }
-
-    return NULL;
-}
-
-
-/*
- * The one blocking call in the request path, and only when Redis has
- * failed: the event must be on disk before the client is told anything.
- * A line written in part (a full disk) is cut off again, so that the
- * next event does not join it.
- */
-
-static ngx_int_t
-ngx_http_checkout_spool_write(ngx_http_request_t *r,
-    ngx_http_checkout_redis_conf_t *redis,
-    ngx_http_checkout_event_args_t *args)
-{
-    u_char                           *p, name[NGX_MAX_PATH];
-    ngx_str_t                         line;
-    ngx_uint_t                        i;
-    ngx_http_checkout_spool_t        *spool;
-    ngx_http_checkout_json_writer_t   w;
-
-    spool = ngx_http_checkout_spool_find(redis);
-
-    if (spool == NULL
-        || ngx_http_checkout_json_writer_init(&w, r->pool) != NGX_OK)
-    {
-        goto lost;
-    }
-
-    ngx_http_checkout_json_literal(&w, NGX_HTTP_CHECKOUT_JSON_ARRAY);
-
-    for (i = 0; i < args->argc; i++) {
-        ngx_http_checkout_json_str(&w, &args->argv[i]);
-    }
-
-    ngx_http_checkout_json_close(&w, NGX_HTTP_CHECKOUT_JSON_ARRAY);
-
-    if (ngx_http_checkout_json_result(&w, &line) != NGX_OK) {
-        goto lost;
-    }
-
-    p = ngx_pnalloc(r->pool, line.len + 1);
-    if (p == NULL) {
-        goto lost;
-    }
-
-    ngx_memcpy(p, line.data, line.len);
-    p[line.len++] = '\n';
-    line.data = p;
-
-    if (spool->fd == NGX_INVALID_FILE) {
-        if (ngx_http_checkout_spool_name(name, spool, -1) == NULL) {
-            goto lost;
-        }
-
-        spool->fd = ngx_open_file(name, NGX_FILE_APPEND,
-                                  NGX_FILE_CREATE_OR_OPEN,
-                                  NGX_FILE_DEFAULT_ACCESS);
-
-        if (spool->fd == NGX_INVALID_FILE) {
-            ngx_log_error(NGX_LOG_CRIT, r->connection->log, ngx_errno,
-                          ngx_open_file_n " \"%s\" failed", name);
-            goto lost;
-        }
-
-        spool->size = lseek(spool->fd, 0, SEEK_END);
-    }
-
-    if (ngx_write_fd(spool->fd, line.data, line.len) != (ssize_t) line.len
-        || fsync(spool->fd) == -1)
-    {
-        ngx_log_error(NGX_LOG_CRIT, r->connection->log, ngx_errno,
-                      "checkout spool write failed");
-
-        if (ftruncate(spool->fd, spool->size) == -1) {
-            ngx_log_error(NGX_LOG_CRIT, r->connection->log, ngx_errno,
-                          "checkout spool truncate failed");
-        }
-
-        goto lost;
-    }
-
-    spool->size += line.len;
-
-    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                  "checkout %V: redis %V unavailable, event spooled",
-                  &args->argv[6], &redis->name);
-
-    return NGX_DECLINED;
-
-lost:
-
-    ngx_log_error(NGX_LOG_CRIT, r->connection->log, 0,
-                  "checkout %V: redis %V unavailable and the spool failed: "
-                  "event lost", &args->argv[6], &redis->name);
-
-    return NGX_DECLINED;
-}
-
-
-/* DIR/redis-N-PID.spool, or DIR/redis-N-PID-SEQ.replay for a sequence */
-
-static u_char *
-ngx_http_checkout_spool_name(u_char *buf, ngx_http_checkout_spool_t *spool,
-    ngx_int_t sequence)
-{
-    u_char  *p, *last;
-
-    last = buf + NGX_MAX_PATH - 1;
-
-    if (sequence < 0) {
-        p = ngx_slprintf(buf, last, "%V/%V%P.spool",
-                         &ngx_http_checkout_spools->dir, &spool->prefix,
-                         ngx_pid);
-
-    } else {
-        p = ngx_slprintf(buf, last, "%V/%V%P-%i.replay",
-                         &ngx_http_checkout_spools->dir, &spool->prefix,
-                         ngx_pid, sequence);
-    }
-
-    if (p == last) {
-        return NULL;
-    }
-
-    *p = '\0';
-
-    return buf;
-}
-
-
-static void
-ngx_http_checkout_spool_timer(ngx_event_t *ev)
-{
-    ngx_http_checkout_spools_t *spools = ev->data;
-
-    ngx_uint_t                  i;
-    ngx_http_checkout_spool_t  *spool;
-
-    spool = spools->spools.elts;
-
-    for (i = 0; i < spools->spools.nelts; i++) {
-        if (spool[i].outstanding == 0
-            && ngx_http_checkout_redis_ready(spool[i].redis))
-        {
-            ngx_http_checkout_spool_replay(&spool[i]);
-        }
-    }
-
-    if (!ev->timer_set && !ngx_exiting && !ngx_terminate) {
-        ngx_add_timer(ev, NGX_HTTP_CHECKOUT_SPOOL_INTERVAL);
-    }
-}
-
-
-/*
- * Sends the next batch of the file being replayed (taking a file first if
- * none is): at most NGX_HTTP_CHECKOUT_SPOOL_BATCH lines in order, so that
- * a large spool neither stalls the worker nor crowds out live requests on
- * the connection they share.
- */
-
-static void
-ngx_http_checkout_spool_replay(ngx_http_checkout_spool_t *spool)
-{
-    u_char           *buf, *p, *last, *eol;
-    size_t            size;
-    ssize_t           n;
-    ngx_uint_t        lines, at_end;
-    ngx_pool_t       *pool;
-    ngx_file_info_t   fi;
-
-    if (spool->replay_fd == NGX_INVALID_FILE) {
-        if (ngx_http_checkout_spool_take(spool) != NGX_OK) {
-            return;
-        }
-
-        spool->replay_fd = ngx_open_file(spool->replaying, NGX_FILE_RDONLY,
-                                         NGX_FILE_OPEN, 0);
-
-        if (spool->replay_fd == NGX_INVALID_FILE) {
-            ngx_log_error(NGX_LOG_ALERT, ngx_http_checkout_spools->log,
-                          ngx_errno, ngx_open_file_n " \"%s\" failed",
-                          spool->replaying);
-            return;
-        }
-
-        spool->offset = 0;
-        spool->rejected = 0;
-    }
-
-    if (ngx_fd_info(spool->replay_fd, &fi) == NGX_FILE_ERROR) {
-        return;
-    }
-
-    if (spool->offset >= ngx_file_size(&fi)) {
-        ngx_http_checkout_spool_finish(spool);
-        return;
-    }
-
-    pool = ngx_create_pool(NGX_DEFAULT_POOL_SIZE,
-                           ngx_http_checkout_spools->log);
-    if (pool == NULL) {
-        return;
-    }
-
-    /* a batch is read whole, growing the read until it holds one */
-
-    size = NGX_HTTP_CHECKOUT_SPOOL_READ;
-
-    for ( ;; ) {
-        size = ngx_min(size, (size_t) (ngx_file_size(&fi) - spool->offset));
-
-        buf = ngx_pnalloc(pool, size);
-        if (buf == NULL) {
-            goto done;
-        }
-
-        n = pread(spool->replay_fd, buf, size, spool->offset);
-        if (n != (ssize_t) size) {
-            ngx_log_error(NGX_LOG_ALERT, ngx_http_checkout_spools->log,
-                          ngx_errno, "checkout spool \"%s\" read failed",
-                          spool->replaying);
-            goto done;
-        }
-
-        last = buf + n;
-        at_end = (spool->offset + (off_t) size == ngx_file_size(&fi));
-
-        for (lines = 0, p = buf;
-             lines < NGX_HTTP_CHECKOUT_SPOOL_BATCH
-             && (p = ngx_strlchr(p, last, '\n')) != NULL;
-             p++, lines++)
-        {
-            /* void */
-        }
-
-        if (at_end || lines == NGX_HTTP_CHECKOUT_SPOOL_BATCH) {
-            break;
-        }
-
-        size *= 2;
-    }
-
-    spool->failed = 0;
-    spool->rejected_before = spool->rejected;
-
-    for (lines = 0, p = buf; p < last; p = eol + 1) {
-        eol = ngx_strlchr(p, last, '\n');
-
-        if (eol == NULL) {
-            if (!at_end) {
-                break;
-            }
-
-            /* a last line without its end is one no replay can take */
-            eol = last;
-        }
-
-        if (eol > p) {
-            ngx_http_checkout_spool_send(spool, pool, p, eol);
-        }
-
-        if (++lines == NGX_HTTP_CHECKOUT_SPOOL_BATCH) {
-            p = eol + 1;
-            break;
-        }
-    }
-
-    spool->batch_end = spool->offset + (ngx_min(p, last) - buf);
-
-    if (spool->outstanding == 0) {
-        ngx_http_checkout_spool_batch_done(spool);
-    }
-
-done:
-
-    ngx_destroy_pool(pool);
-}
-
-
-/*
- * Chooses the next file to replay, in spool->replaying, oldest first: one
- * an earlier replay of this worker left, then one of a worker that is
- * gone, then this worker's own spool, closed and renamed so that new
- * events start a new file.
- */
-
-static ngx_int_t
-ngx_http_checkout_spool_take(ngx_http_checkout_spool_t *spool)
-{
-    u_char      *name, *p, *end;
-    size_t       len;
-    ngx_int_t    pid, rc;
-    ngx_dir_t    dir;
-    ngx_str_t   *path;
-
-    path = &ngx_http_checkout_spools->dir;
-    rc = NGX_DECLINED;
-
-    if (ngx_open_dir(path, &dir) == NGX_ERROR) {
-        return NGX_DECLINED;
-    }
-
-    while (rc == NGX_DECLINED && ngx_read_dir(&dir) == NGX_OK) {
-        name = ngx_de_name(&dir);
-        len = ngx_de_namelen(&dir);
-
-        /* files kept aside for a human are not replayed again */
-
-        if (len <= spool->prefix.len
-            || ngx_strncmp(name, spool->prefix.data, spool->prefix.len) != 0
-            || (len > sizeof(".rejected") - 1
-                && ngx_strncmp(name + len - (sizeof(".rejected") - 1),
-                               ".rejected", sizeof(".rejected") - 1) == 0))
-        {
-            continue;
-        }
-
-        p = name + spool->prefix.len;
-        end = name + len;
-
-        for (pid = 0; p < end && *p >= '0' && *p <= '9'; p++) {
-            pid = pid * 10 + (*p - '0');
-        }
-
-        /* a live worker's file is its own business; ours comes last */
-
-        if (pid != ngx_pid && (kill(pid, 0) == 0 || ngx_errno == NGX_EPERM))
-        {
-            continue;
-        }
-
-        if (pid == ngx_pid && (size_t) (end - p) == sizeof(".spool") - 1) {
-            continue;
-        }
-
-        if (ngx_snprintf(spool->replaying, NGX_MAX_PATH - 1, "%V/%*s%Z",
-                         path, len, name)
-            == spool->replaying + NGX_MAX_PATH - 1)
-        {
-            continue;
-        }
-
-        rc = (pid == ngx_pid)
-             ? NGX_OK
-             : ngx_http_checkout_spool_claim(spool, spool->replaying);
-    }
-
-    (void) ngx_close_dir(&dir);
-
-    if (rc != NGX_DECLINED || spool->fd == NGX_INVALID_FILE) {
-        return rc;
-    }
-
-    (void) ngx_close_file(spool->fd);
-    spool->fd = NGX_INVALID_FILE;
-
-    if (ngx_http_checkout_spool_name(spool->replaying, spool, -1) == NULL) {
-        return NGX_ERROR;
-    }
-
-    return ngx_http_checkout_spool_claim(spool, spool->replaying);
-}
-
-
-/* renamed to this worker's next replay file, it is ours alone */
-
-static ngx_int_t
-ngx_http_checkout_spool_claim(ngx_http_checkout_spool_t *spool, u_char *from)
-{
-    u_char  to[NGX_MAX_PATH];
-
-    if (ngx_http_checkout_spool_name(to, spool, spool->sequence++) == NULL) {
-        return NGX_ERROR;
-    }
-
-    if (ngx_rename_file(from, to) == NGX_FILE_ERROR) {
-
-        /* another worker took it first */
-
-        if (ngx_errno == NGX_ENOENT) {
-            return NGX_DECLINED;
-        }
-
-        ngx_log_error(NGX_LOG_ALERT, ngx_http_checkout_spools->log,
-                      ngx_errno, ngx_rename_file_n " \"%s\" to \"%s\" failed",
-                      from, to);
-        return NGX_ERROR;
-    }
-
-    ngx_cpystrn(spool->replaying, to, NGX_MAX_PATH);
-
-    return NGX_OK;
-}
-
-
-/*
- * A line is only ever sent as what the module writes: the event script
- * with its keys and arguments, all strings.  Anything else is not sent.
- */
-
-static void
-ngx_http_checkout_spool_send(ngx_http_checkout_spool_t *spool,
-    ngx_pool_t *pool, u_char *start, u_char *end)
-{
-    ngx_buf_t                        b;
-    ngx_chain_t                      in;
-    ngx_http_checkout_json_t        *root, *v;
-    ngx_http_checkout_redis_cmd_t   *cmd;
-    ngx_http_checkout_event_args_t   args;
-
-    ngx_memzero(&b, sizeof(ngx_buf_t));
-    b.pos = start;
-    b.last = end;
-    in.buf = &b;
-    in.next = NULL;
-
-    args.argc = 0;
-
-    if (ngx_http_checkout_json_parse(pool, &in, 2, &root)
-        == NGX_HTTP_CHECKOUT_JSON_OK
-        && root->type == NGX_HTTP_CHECKOUT_JSON_ARRAY)
-    {
-        for (v = root->child; v; v = v->next) {
-            if (v->type != NGX_HTTP_CHECKOUT_JSON_STRING
-                || args.argc == NGX_HTTP_CHECKOUT_EVENT_ARGS)
-            {
-                args.argc = 0;
-                break;
-            }
-
-            args.argv[args.argc++] = v->value;
-        }
-    }
-
-    if (args.argc < NGX_HTTP_CHECKOUT_EVENT_MIN_ARGS
-        || args.argv[0].len != 4
-        || ngx_strncmp(args.argv[0].data, "EVAL", 4) != 0)
-    {
-        ngx_log_error(NGX_LOG_ALERT, ngx_http_checkout_spools->log, 0,
-                      "checkout spool \"%s\": a line is not an event: "
-                      "\"%*s\"", spool->replaying,
-                      ngx_min((size_t) (end - start), 256), start);
-        spool->rejected++;
-        return;
-    }
-
-    if (ngx_http_checkout_event_send(spool->redis,
-                                     NGX_HTTP_CHECKOUT_SPOOL_TIMEOUT, 1,
-                                     &args, ngx_http_checkout_spool_replayed,
-                                     spool, &cmd)
-        != NGX_OK)
-    {
-        spool->failed++;
-        return;
-    }
-
-    spool->outstanding++;
-}
-
-
-static void
-ngx_http_checkout_spool_replayed(void *data, redisReply *reply)
-{
-    ngx_http_checkout_spool_t *spool = data;
-
-    ngx_str_t   *transient;
-    ngx_uint_t   level;
-
-    spool->outstanding--;
-
-    if (reply == NULL) {
-        spool->failed++;
-
-    } else if (reply->type == REDIS_REPLY_ERROR) {
-
-        for (transient = ngx_http_checkout_event_transient;
-             transient->len;
-             transient++)
-        {
-            if (reply->len >= transient->len
-                && ngx_strncmp(reply->str, transient->data, transient->len)
-                   == 0)
-            {
-                break;
-            }
-        }
-
-        level = transient->len ? NGX_LOG_WARN : NGX_LOG_ALERT;
-
-        ngx_log_error(level, ngx_http_checkout_spools->log, 0,
-                      "checkout spool \"%s\": redis refused an event: %*s",
-                      spool->replaying, (size_t) reply->len, reply->str);
-
-        if (transient->len) {
-            spool->failed++;
-
-        } else {
-            spool->rejected++;
-        }
-    }
-
-    if (spool->outstanding == 0) {
-        ngx_http_checkout_spool_batch_done(spool);
-    }
-}
-
-
-/*
- * A batch that Redis could not take now is sent again a round later (the
- * script's guard makes a repeat harmless); otherwise the next batch goes
- * at once, until the file is done.
- */
-
-static void
-ngx_http_checkout_spool_batch_done(ngx_http_checkout_spool_t *spool)
-{
-    if (spool->failed) {
-        ngx_log_error(NGX_LOG_WARN, ngx_http_checkout_spools->log, 0,
-                      "checkout spool \"%s\": %ui events not replayed, "
-                      "retrying", spool->replaying, spool->failed);
-
-        /* the batch is sent again: its refused lines are counted again */
-
-        spool->rejected = spool->rejected_before;
-        return;
-    }
-
-    spool->offset = spool->batch_end;
-
-    ngx_add_timer(&ngx_http_checkout_spools->timer, 1);
-}
-
-
-/*
- * A file whose every line is in Redis goes; one with lines no replay can
- * take is kept aside, as NAME.rejected, with the events it holds.
- */
-
-static void
-ngx_http_checkout_spool_finish(ngx_http_checkout_spool_t *spool)
-{
-    u_char  *p, aside[NGX_MAX_PATH];
-
-    (void) ngx_close_file(spool->replay_fd);
-    spool->replay_fd = NGX_INVALID_FILE;
-
-    if (spool->rejected == 0) {
-        ngx_log_error(NGX_LOG_NOTICE, ngx_http_checkout_spools->log, 0,
-                      "checkout spool \"%s\" replayed", spool->replaying);
-
-        (void) ngx_delete_file(spool->replaying);
-        return;
-    }
-
-    p = ngx_snprintf(aside, NGX_MAX_PATH - 1, "%s.rejected",
-                     spool->replaying);
-    *p = '\0';
-
-    if (ngx_rename_file(spool->replaying, aside) == NGX_FILE_ERROR) {
-        ngx_log_error(NGX_LOG_ALERT, ngx_http_checkout_spools->log,
-                      ngx_errno, ngx_rename_file_n " \"%s\" to \"%s\" failed",
-                      spool->replaying, aside);
-        return;
-    }
-
-    ngx_log_error(NGX_LOG_ALERT, ngx_http_checkout_spools->log, 0,
-                  "checkout spool: %ui events cannot be replayed, kept in "
-                  "\"%s\"", spool->rejected, aside);
 }

@@ -24,8 +24,6 @@ static ngx_int_t ngx_http_checkout_read_cart(ngx_http_request_t *r,
     ngx_http_checkout_ctx_t *ctx);
 static ngx_int_t ngx_http_checkout_create_id(ngx_http_request_t *r,
     ngx_str_t *id);
-static ngx_int_t ngx_http_checkout_invalid(ngx_http_checkout_ctx_t *ctx,
-    ngx_uint_t status, char *error, char *message);
 static void ngx_http_checkout_resume(ngx_http_request_t *r);
 static ngx_int_t ngx_http_checkout_advance(ngx_http_request_t *r,
     ngx_http_checkout_ctx_t *ctx);
@@ -202,6 +200,9 @@ ngx_http_checkout_begin(ngx_http_request_t *r, ngx_http_checkout_ctx_t *ctx)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "checkout begin: %V", &ctx->id);
+
     r->write_event_handler = ngx_http_checkout_resume;
 
     rc = ngx_http_checkout_idempotency_gate(r, ctx);
@@ -362,21 +363,6 @@ ngx_http_checkout_read_cart(ngx_http_request_t *r,
 }
 
 
-/* bad input: no step runs, the reply says what was wrong */
-
-static ngx_int_t
-ngx_http_checkout_invalid(ngx_http_checkout_ctx_t *ctx, ngx_uint_t status,
-    char *error, char *message)
-{
-    ctx->outcome = NGX_HTTP_CHECKOUT_INVALID_REQUEST;
-    ctx->status = status;
-    ctx->error = error;
-    ctx->message = message;
-
-    return NGX_DECLINED;
-}
-
-
 /* "chk_" and base62 characters drawn without bias from getrandom(2) */
 
 static ngx_int_t
@@ -387,14 +373,14 @@ ngx_http_checkout_create_id(ngx_http_request_t *r, ngx_str_t *id)
 
     /* id->len is set last: $checkout_id must not see a half-made id */
 
-    id->data = ngx_pnalloc(r->pool, NGX_HTTP_CHECKOUT_ID_LEN);
+    id->data = ngx_pnalloc(r->pool, CHECKOUT_ID_LEN);
     if (id->data == NULL) {
         return NGX_ERROR;
     }
 
-    p = ngx_cpymem(id->data, NGX_HTTP_CHECKOUT_ID_PREFIX,
-                   sizeof(NGX_HTTP_CHECKOUT_ID_PREFIX) - 1);
-    last = id->data + NGX_HTTP_CHECKOUT_ID_LEN;
+    p = ngx_cpymem(id->data, CHECKOUT_ID_PREFIX,
+                   sizeof(CHECKOUT_ID_PREFIX) - 1);
+    last = id->data + CHECKOUT_ID_LEN;
 
     while (p < last) {
         n = getrandom(rnd, sizeof(rnd), 0);
@@ -414,7 +400,7 @@ ngx_http_checkout_create_id(ngx_http_request_t *r, ngx_str_t *id)
         }
     }
 
-    id->len = NGX_HTTP_CHECKOUT_ID_LEN;
+    id->len = CHECKOUT_ID_LEN;
 
     return NGX_OK;
 }
@@ -427,6 +413,9 @@ ngx_http_checkout_resume(ngx_http_request_t *r)
     ngx_http_checkout_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_checkout_module);
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "checkout resume: phase %d", ctx->phase);
 
     /* the connection's write events land here too: act on a result only */
 
@@ -560,6 +549,10 @@ static void
 ngx_http_checkout_decide(ngx_http_checkout_ctx_t *ctx,
     ngx_http_checkout_step_t *step)
 {
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ctx->request->connection->log, 0,
+                   "checkout decide: step \"%V\", verdict %d",
+                   &step->conf->name, step->verdict);
+
     ctx->decisive = step;
 
     switch (step->verdict) {
@@ -614,21 +607,6 @@ ngx_http_checkout_decide(ngx_http_checkout_ctx_t *ctx,
 
 
 /*
- * A result came in (a step, Redis): the checkout's own logic runs from
- * nginx's posted requests, not inside a subrequest's finalization; a
- * Redis callback runs them right after, outside hiredis's own state.
- */
-
-void
-ngx_http_checkout_wake(ngx_http_request_t *r)
-{
-    if (ngx_http_post_request(r, NULL) != NGX_OK) {
-        ngx_http_finalize_request(r, NGX_ERROR);
-    }
-}
-
-
-/*
  * A client that goes away mid-checkout must leave no timer and no Redis
  * callback pointing at the request.
  */
@@ -648,13 +626,3 @@ ngx_http_checkout_cleanup(void *data)
     }
 }
 
-
-uint64_t
-ngx_http_checkout_now(void)
-{
-    struct timespec  ts;
-
-    (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-
-    return (uint64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}

@@ -10,6 +10,7 @@
 #include <ngx_sha1.h>
 
 #include "ngx_http_checkout_module.h"
+#include "ngx_http_checkout_gate_lua.h"
 
 
 #define NGX_HTTP_CHECKOUT_KEY_MAX_LEN  255
@@ -17,32 +18,6 @@
 
 /* how long a running checkout holds its key beyond its own budget */
 #define NGX_HTTP_CHECKOUT_KEY_HOLD     30000
-
-
-/*
- * The gate, atomic in Redis: a new key is taken for this request (with
- * the body's fingerprint); a known key answers what became of it.  A gate
- * that runs after its request gave up (Redis was paused) takes nothing:
- * the client was told that nothing was done.
- * KEYS: the key's hash.  ARGV: fingerprint, hold in ms, give-up time in
- * Unix ms, the checkout's id (whose record it is).
- */
-static ngx_str_t  ngx_http_checkout_gate_script = ngx_string(
-    "local t = redis.call('TIME') "
-    "if t[1] * 1000 + math.floor(t[2] / 1000) > tonumber(ARGV[3]) then "
-        "return {'late'} "
-    "end "
-    "local v = redis.call('HMGET', KEYS[1], 'fingerprint', 'state', "
-                         "'status', 'body', 'location', 'retryAfter') "
-    "if not v[1] then "
-        "redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], "
-                   "'state', 'running', 'checkoutId', ARGV[4]) "
-        "redis.call('PEXPIRE', KEYS[1], ARGV[2]) "
-        "return {'new'} "
-    "end "
-    "if v[1] ~= ARGV[1] then return {'reused'} end "
-    "if v[2] ~= 'done' then return {'running'} end "
-    "return {'done', v[3], v[4], v[5] or '', v[6] or ''}");
 
 
 static ngx_int_t ngx_http_checkout_idempotency_parse(ngx_str_t *value,
@@ -53,6 +28,17 @@ static void ngx_http_checkout_idempotency_done(void *data,
     redisReply *reply);
 static ngx_int_t ngx_http_checkout_idempotency_copy(ngx_http_request_t *r,
     redisReply *reply, ngx_str_t *dst);
+
+
+/* a string of Redis's reply is the literal s */
+#define ngx_http_checkout_idempotency_is(reply, s)                            \
+    ((reply)->len == sizeof(s) - 1                                            \
+     && ngx_strncmp((reply)->str, s, sizeof(s) - 1) == 0)
+
+
+/* the gate, atomic in Redis: lua/gate.lua */
+static ngx_str_t  ngx_http_checkout_gate_script =
+    ngx_string(NGX_HTTP_CHECKOUT_GATE_LUA);
 
 
 /*
@@ -98,11 +84,10 @@ ngx_http_checkout_idempotency_key(ngx_http_request_t *r,
 
     if (n == 0) {
         if (ctx->conf->idempotency == NGX_HTTP_CHECKOUT_IDEMPOTENCY_REQUIRED) {
-            ctx->outcome = NGX_HTTP_CHECKOUT_INVALID_REQUEST;
-            ctx->status = NGX_HTTP_BAD_REQUEST;
-            ctx->error = "idempotency_key_required";
-            ctx->message = "this checkout needs an Idempotency-Key header";
-            return NGX_DECLINED;
+            return ngx_http_checkout_invalid(ctx, NGX_HTTP_BAD_REQUEST,
+                                             "idempotency_key_required",
+                                             "this checkout needs an "
+                                             "Idempotency-Key header");
         }
 
         return NGX_OK;
@@ -119,12 +104,11 @@ ngx_http_checkout_idempotency_key(ngx_http_request_t *r,
             return NGX_OK;
         }
 
-        ctx->outcome = NGX_HTTP_CHECKOUT_INVALID_REQUEST;
-        ctx->status = NGX_HTTP_BAD_REQUEST;
-        ctx->error = "invalid_idempotency_key";
-        ctx->message = "the Idempotency-Key must be one header of 1 to 255 "
-                       "printable characters";
-        return NGX_DECLINED;
+        return ngx_http_checkout_invalid(ctx, NGX_HTTP_BAD_REQUEST,
+                                         "invalid_idempotency_key",
+                                         "the Idempotency-Key must be one "
+                                         "header of 1 to 255 printable "
+                                         "characters");
     }
 
     return NGX_OK;
@@ -200,12 +184,13 @@ ngx_int_t
 ngx_http_checkout_idempotency_gate(ngx_http_request_t *r,
     ngx_http_checkout_ctx_t *ctx)
 {
-    u_char                        *p;
-    size_t                         argvlen[8];
-    ngx_str_t                      hold, late;
-    ngx_time_t                    *tp;
-    const char                    *argv[8];
-    ngx_http_core_loc_conf_t      *clcf;
+    u_char                    *p;
+    size_t                     argvlen[NGX_HTTP_CHECKOUT_GATE_ARGC];
+    ngx_str_t                  hold, late, a[NGX_HTTP_CHECKOUT_GATE_ARGC];
+    ngx_uint_t                 i;
+    ngx_time_t                *tp;
+    const char                *argv[NGX_HTTP_CHECKOUT_GATE_ARGC];
+    ngx_http_core_loc_conf_t  *clcf;
 
     if (ctx->idempotency_key.len == 0
         || ctx->conf->idempotency == NGX_HTTP_CHECKOUT_IDEMPOTENCY_OFF)
@@ -221,16 +206,18 @@ ngx_http_checkout_idempotency_gate(ngx_http_request_t *r,
 
     /* the key is scoped by location: one endpoint cannot replay another */
 
-    ctx->idempotency_redis_key.len = sizeof("checkout:idem::") - 1
-                                     + clcf->name.len
-                                     + ctx->idempotency_key.len;
+    ctx->idempotency_redis_key.len =
+                                sizeof(CHECKOUT_IDEMPOTENCY_KEY_PREFIX ":") - 1
+                                + clcf->name.len
+                                + ctx->idempotency_key.len;
     ctx->idempotency_redis_key.data =
                         ngx_pnalloc(r->pool, ctx->idempotency_redis_key.len);
     if (ctx->idempotency_redis_key.data == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_sprintf(ctx->idempotency_redis_key.data, "checkout:idem:%V:%V",
+    ngx_sprintf(ctx->idempotency_redis_key.data,
+                CHECKOUT_IDEMPOTENCY_KEY_PREFIX "%V:%V",
                 &clcf->name, &ctx->idempotency_key);
 
     p = ngx_pnalloc(r->pool, 2 * NGX_HTTP_CHECKOUT_SHA1_LEN
@@ -263,27 +250,29 @@ ngx_http_checkout_idempotency_gate(ngx_http_request_t *r,
                            + ctx->conf->redis_timeout)
                - late.data;
 
-    argv[0] = "EVAL";
-    argvlen[0] = 4;
-    argv[1] = (const char *) ngx_http_checkout_gate_script.data;
-    argvlen[1] = ngx_http_checkout_gate_script.len;
-    argv[2] = "1";
-    argvlen[2] = 1;
-    argv[3] = (const char *) ctx->idempotency_redis_key.data;
-    argvlen[3] = ctx->idempotency_redis_key.len;
-    argv[4] = (const char *) ctx->fingerprint.data;
-    argvlen[4] = ctx->fingerprint.len;
-    argv[5] = (const char *) hold.data;
-    argvlen[5] = hold.len;
-    argv[6] = (const char *) late.data;
-    argvlen[6] = late.len;
-    argv[7] = (const char *) ctx->id.data;
-    argvlen[7] = ctx->id.len;
+    ngx_str_set(&a[0], "EVAL");
+    a[1] = ngx_http_checkout_gate_script;
+    ngx_str_set(&a[2], NGX_HTTP_CHECKOUT_GATE_NUMKEYS);
+    a[NGX_HTTP_CHECKOUT_GATE_RECORD] = ctx->idempotency_redis_key;
+    a[NGX_HTTP_CHECKOUT_GATE_FINGERPRINT] = ctx->fingerprint;
+    a[NGX_HTTP_CHECKOUT_GATE_HOLD] = hold;
+    a[NGX_HTTP_CHECKOUT_GATE_GIVE_UP] = late;
+    a[NGX_HTTP_CHECKOUT_GATE_ID] = ctx->id;
+
+    for (i = 0; i < NGX_HTTP_CHECKOUT_GATE_ARGC; i++) {
+        argv[i] = (const char *) a[i].data;
+        argvlen[i] = a[i].len;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "checkout gate: \"%V\", give up at %V",
+                   &ctx->idempotency_redis_key, &late);
 
     ctx->command = ngx_http_checkout_redis_command(ctx->conf->redis->redis,
                                        ctx->conf->redis_timeout, 0,
                                        ngx_http_checkout_idempotency_done,
-                                       ctx, 8, argv, argvlen);
+                                       ctx, NGX_HTTP_CHECKOUT_GATE_ARGC,
+                                       argv, argvlen);
 
     if (ctx->command == NULL) {
         ctx->gate = NGX_HTTP_CHECKOUT_GATE_UNAVAILABLE;
@@ -328,23 +317,29 @@ ngx_http_checkout_idempotency_done(void *data, redisReply *reply)
     ctx->command = NULL;
     ctx->gate = NGX_HTTP_CHECKOUT_GATE_UNAVAILABLE;
 
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "checkout gate done: %s",
+                   (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements
+                    && reply->element[0]->type == REDIS_REPLY_STRING)
+                   ? reply->element[0]->str : "no answer");
+
     if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements) {
         state = reply->element[0];
 
-        if (state->len == 3 && ngx_strncmp(state->str, "new", 3) == 0) {
+        if (ngx_http_checkout_idempotency_is(state, CHECKOUT_GATE_NEW)) {
             ctx->gate = NGX_HTTP_CHECKOUT_GATE_NEW;
 
-        } else if (state->len == 6
-                   && ngx_strncmp(state->str, "reused", 6) == 0)
+        } else if (ngx_http_checkout_idempotency_is(state,
+                                                    CHECKOUT_GATE_REUSED))
         {
             ctx->gate = NGX_HTTP_CHECKOUT_GATE_REUSED;
 
-        } else if (state->len == 7
-                   && ngx_strncmp(state->str, "running", 7) == 0)
+        } else if (ngx_http_checkout_idempotency_is(state,
+                                               CHECKOUT_IDEMPOTENCY_RUNNING))
         {
             ctx->gate = NGX_HTTP_CHECKOUT_GATE_RUNNING;
 
-        } else if (state->len == 4 && ngx_strncmp(state->str, "late", 4) == 0)
+        } else if (ngx_http_checkout_idempotency_is(state, CHECKOUT_GATE_LATE))
         {
             /* in time for nginx, late for Redis: the clocks disagree */
 
@@ -354,6 +349,8 @@ ngx_http_checkout_idempotency_done(void *data, redisReply *reply)
                           "checkout_redis_timeout", &ctx->conf->redis->name);
 
         } else if (reply->elements == 5
+                   && ngx_http_checkout_idempotency_is(state,
+                                                 CHECKOUT_IDEMPOTENCY_DONE)
                    && ngx_http_checkout_idempotency_copy(r, reply->element[1],
                                                   &ctx->stored.status) == NGX_OK
                    && ngx_http_checkout_idempotency_copy(r, reply->element[2],

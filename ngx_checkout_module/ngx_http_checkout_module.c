@@ -191,17 +191,20 @@ ngx_module_t  ngx_http_checkout_module = {
 };
 
 
+#define ngx_http_checkout_event_outcome(name, outcome, type)                  \
+    ngx_string(outcome),
+#define ngx_http_checkout_event_default(name, outcome, type)                  \
+    ngx_string(type),
+
+/* indexed by ngx_http_checkout_event_e */
+
 static ngx_str_t  ngx_http_checkout_event_outcomes[] = {
-    ngx_string("confirmed"),
-    ngx_string("pending_review"),
-    ngx_string("declined")
+    CHECKOUT_EVENTS(ngx_http_checkout_event_outcome)
 };
 
 
 static ngx_str_t  ngx_http_checkout_event_defaults[] = {
-    ngx_string("OrderConfirmed"),
-    ngx_string("CheckoutPendingReview"),
-    ngx_string("CheckoutDeclined")
+    CHECKOUT_EVENTS(ngx_http_checkout_event_default)
 };
 
 
@@ -292,7 +295,8 @@ ngx_http_checkout_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_ptr_value(conf->redis, prev->redis, NULL);
     ngx_conf_merge_msec_value(conf->redis_timeout, prev->redis_timeout, 100);
-    ngx_conf_merge_str_value(conf->stream, prev->stream, "checkout:events");
+    ngx_conf_merge_str_value(conf->stream, prev->stream,
+                             CHECKOUT_STREAM_DEFAULT);
     ngx_conf_merge_uint_value(conf->maxlen, prev->maxlen, 0);
     ngx_conf_merge_sec_value(conf->state_ttl, prev->state_ttl, 7 * 86400);
     ngx_conf_merge_uint_value(conf->idempotency, prev->idempotency,
@@ -300,7 +304,7 @@ ngx_http_checkout_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_msec_value(conf->idempotency_ttl, prev->idempotency_ttl,
                               86400 * 1000);
 
-    for (i = 0; i < 3; i++) {
+    for (i = 0; i < NGX_HTTP_CHECKOUT_NEVENTS; i++) {
         if (conf->event_types[i].data == NULL) {
             conf->event_types[i] = prev->event_types[i].data
                                    ? prev->event_types[i]
@@ -658,9 +662,15 @@ ngx_http_checkout_timeout_check(ngx_conf_t *cf, void *post, void *data)
 {
     ngx_msec_t  *timeout = data;
 
+    ngx_str_t  *value;
+
+    /* shared by the directives that take a timeout: name the one at hand */
+
     if (*timeout == 0) {
+        value = cf->args->elts;
+
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"checkout_timeout\" must be more than 0");
+                           "\"%V\" must be more than 0", &value[0]);
         return NGX_CONF_ERROR;
     }
 
@@ -860,7 +870,7 @@ ngx_http_checkout_event(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    for (i = 0; i < 3; i++) {
+    for (i = 0; i < NGX_HTTP_CHECKOUT_NEVENTS; i++) {
         if (value[1].len == ngx_http_checkout_event_outcomes[i].len
             && ngx_strncmp(value[1].data,
                            ngx_http_checkout_event_outcomes[i].data,
@@ -871,11 +881,12 @@ ngx_http_checkout_event(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
     }
 
-    if (i == 3) {
+    if (i == NGX_HTTP_CHECKOUT_NEVENTS) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid outcome \"%V\": events are published "
-                           "for \"confirmed\", \"pending_review\" and "
-                           "\"declined\"", &value[1]);
+                           "for \"" CHECKOUT_OUTCOME_CONFIRMED "\", \""
+                           CHECKOUT_OUTCOME_PENDING_REVIEW "\" and \""
+                           CHECKOUT_OUTCOME_DECLINED "\"", &value[1]);
         return NGX_CONF_ERROR;
     }
 

@@ -16,11 +16,8 @@
 #include <hiredis/async.h>
 #include <yajl/yajl_gen.h>
 
+#include <checkout_contract.h>
 
-#define NGX_HTTP_CHECKOUT_ID_PREFIX        "chk_"
-#define NGX_HTTP_CHECKOUT_ID_CHARS         22
-#define NGX_HTTP_CHECKOUT_ID_LEN                                              \
-    (sizeof(NGX_HTTP_CHECKOUT_ID_PREFIX) - 1 + NGX_HTTP_CHECKOUT_ID_CHARS)
 
 #define NGX_HTTP_CHECKOUT_UNPROCESSABLE    422
 
@@ -72,15 +69,25 @@ typedef struct {
 } ngx_http_checkout_json_writer_t;
 
 
+#define ngx_http_checkout_outcome_enum(name, text)                            \
+    NGX_HTTP_CHECKOUT_##name,
+
+/* in the contract's order: ngx_http_checkout_outcome_name() relies on it */
 typedef enum {
     NGX_HTTP_CHECKOUT_NONE = 0,
-    NGX_HTTP_CHECKOUT_CONFIRMED,
-    NGX_HTTP_CHECKOUT_DECLINED,
-    NGX_HTTP_CHECKOUT_REQUIRES_ACTION,
-    NGX_HTTP_CHECKOUT_PENDING_REVIEW,
-    NGX_HTTP_CHECKOUT_FAILED,
+    CHECKOUT_OUTCOMES(ngx_http_checkout_outcome_enum)
     NGX_HTTP_CHECKOUT_INVALID_REQUEST
 } ngx_http_checkout_outcome_e;
+
+
+#define ngx_http_checkout_event_enum(name, outcome, type)                     \
+    NGX_HTTP_CHECKOUT_EVENT_##name,
+
+/* the outcomes that publish an event: an index of event_types[] */
+typedef enum {
+    CHECKOUT_EVENTS(ngx_http_checkout_event_enum)
+    NGX_HTTP_CHECKOUT_NEVENTS
+} ngx_http_checkout_event_e;
 
 
 /* what one step's answer means for the checkout */
@@ -142,7 +149,7 @@ typedef struct {
     ngx_msec_t                       redis_timeout;
     ngx_str_t                        stream;
     ngx_uint_t                       maxlen;
-    ngx_str_t                        event_types[3];
+    ngx_str_t                        event_types[NGX_HTTP_CHECKOUT_NEVENTS];
     time_t                           state_ttl;
 
     ngx_int_t                        status_index;
@@ -189,9 +196,16 @@ typedef struct {
 } ngx_http_checkout_reply_t;
 
 
+/* the publish script's command, as sent and as written to the spool */
+#define NGX_HTTP_CHECKOUT_EVENT_ARGS       40
+
+typedef struct {
+    ngx_uint_t                       argc;
+    ngx_str_t                        argv[NGX_HTTP_CHECKOUT_EVENT_ARGS];
+} ngx_http_checkout_event_args_t;
+
+
 typedef struct ngx_http_checkout_ctx_s  ngx_http_checkout_ctx_t;
-typedef struct ngx_http_checkout_event_args_s
-    ngx_http_checkout_event_args_t;
 
 typedef struct {
     ngx_http_checkout_step_conf_t   *conf;
@@ -257,7 +271,6 @@ struct ngx_http_checkout_ctx_s {
 
 
 ngx_int_t ngx_http_checkout_handler(ngx_http_request_t *r);
-void ngx_http_checkout_wake(ngx_http_request_t *r);
 
 void ngx_http_checkout_step_init(ngx_http_request_t *r,
     ngx_http_checkout_ctx_t *ctx);
@@ -303,8 +316,17 @@ ngx_int_t ngx_http_checkout_json_result(ngx_http_checkout_json_writer_t *w,
 
 ngx_int_t ngx_http_checkout_event_publish(ngx_http_request_t *r,
     ngx_http_checkout_ctx_t *ctx);
+ngx_int_t ngx_http_checkout_event_send(
+    ngx_http_checkout_redis_conf_t *redis, ngx_msec_t timeout,
+    ngx_uint_t cancelable, ngx_http_checkout_event_args_t *args,
+    ngx_http_checkout_redis_handler_pt handler, void *data,
+    ngx_http_checkout_redis_cmd_t **cmd);
+
 ngx_int_t ngx_http_checkout_spool_init(ngx_cycle_t *cycle,
     ngx_http_checkout_main_conf_t *cmcf);
+ngx_int_t ngx_http_checkout_spool_write(ngx_http_request_t *r,
+    ngx_http_checkout_redis_conf_t *redis,
+    ngx_http_checkout_event_args_t *args);
 
 ngx_int_t ngx_http_checkout_idempotency_key(ngx_http_request_t *r,
     ngx_http_checkout_ctx_t *ctx);
@@ -326,9 +348,12 @@ void ngx_http_checkout_redis_cancel(ngx_http_checkout_redis_cmd_t *cmd);
 
 ngx_int_t ngx_http_checkout_variables_add(ngx_conf_t *cf);
 
-uint64_t ngx_http_checkout_now(void);
 ngx_str_t *ngx_http_checkout_outcome_name(
     ngx_http_checkout_outcome_e outcome);
+ngx_int_t ngx_http_checkout_invalid(ngx_http_checkout_ctx_t *ctx,
+    ngx_uint_t status, char *error, char *message);
+void ngx_http_checkout_wake(ngx_http_request_t *r);
+uint64_t ngx_http_checkout_now(void);
 
 
 extern ngx_module_t  ngx_http_checkout_module;

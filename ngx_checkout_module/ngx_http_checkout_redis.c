@@ -151,6 +151,9 @@ ngx_http_checkout_redis_connect(ngx_http_checkout_redis_t *redis)
 
     conf = redis->conf;
 
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, redis->log, 0,
+                   "checkout redis connect: %V", &conf->name);
+
     if (conf->unix_path.len) {
         ac = redisAsyncConnectUnix((char *) conf->unix_path.data);
 
@@ -386,6 +389,10 @@ ngx_http_checkout_redis_command(ngx_http_checkout_redis_t *redis,
         return NULL;
     }
 
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, redis->log, 0,
+                   "checkout redis command: %*s, timeout %M",
+                   argvlen[0], argv[0], timeout);
+
     cmd = ngx_calloc(sizeof(ngx_http_checkout_redis_cmd_t), redis->log);
     if (cmd == NULL) {
         return NULL;
@@ -436,6 +443,11 @@ ngx_http_checkout_redis_on_reply(redisAsyncContext *ac, void *reply,
 
     handler = cmd->handler;
     data = cmd->data;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, cmd->redis->log, 0,
+                   "checkout redis reply: %s%s",
+                   reply ? "received" : "none (link lost)",
+                   handler ? "" : ", nobody waits for it");
 
     if (cmd->timer.timer_set) {
         ngx_del_timer(&cmd->timer);

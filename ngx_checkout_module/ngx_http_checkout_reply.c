@@ -30,24 +30,6 @@ static ngx_int_t ngx_http_checkout_send(ngx_http_request_t *r,
     ngx_http_checkout_reply_t *reply);
 
 
-static ngx_str_t  ngx_http_checkout_outcomes[] = {
-    ngx_null_string,
-    ngx_string("confirmed"),
-    ngx_string("declined"),
-    ngx_string("requires_action"),
-    ngx_string("pending_review"),
-    ngx_string("failed"),
-    ngx_string("invalid_request")
-};
-
-
-ngx_str_t *
-ngx_http_checkout_outcome_name(ngx_http_checkout_outcome_e outcome)
-{
-    return &ngx_http_checkout_outcomes[outcome];
-}
-
-
 /*
  * The reply is made before it is sent: with an idempotency key it is
  * stored with the checkout's event, to be replayed byte for byte.
@@ -151,6 +133,9 @@ ngx_http_checkout_send_stored(ngx_http_request_t *r,
     ngx_str_t  replayed;
 
     status = ngx_atoi(ctx->stored.status.data, ctx->stored.status.len);
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "checkout reply replayed: %i", status);
 
     if (status < NGX_HTTP_OK || status > 599) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -341,6 +326,9 @@ ngx_http_checkout_send_invalid(ngx_http_request_t *r,
     ngx_http_checkout_reply_t         reply;
     ngx_http_checkout_json_writer_t   w;
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "checkout reply invalid: %ui %s", ctx->status, ctx->error);
+
     ngx_memzero(&reply, sizeof(ngx_http_checkout_reply_t));
 
     if (ctx->status == NGX_HTTP_NOT_ALLOWED) {
@@ -407,6 +395,10 @@ ngx_http_checkout_send(ngx_http_request_t *r, ngx_http_checkout_ctx_t *ctx,
     ngx_uint_t status, ngx_http_checkout_reply_t *reply)
 {
     ngx_str_t  timing;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "checkout reply: %ui %V", status,
+                   ngx_http_checkout_outcome_name(ctx->outcome));
 
     ctx->phase = NGX_HTTP_CHECKOUT_PHASE_REPLIED;
 

@@ -11,6 +11,14 @@
 #include "ngx_http_checkout_module.h"
 
 
+/* a string of Redis's reply is the literal s */
+#define ngx_http_checkout_status_is(reply, s)                                 \
+    ((reply)->len == sizeof(s) - 1                                            \
+     && ngx_strncmp((reply)->str, s, sizeof(s) - 1) == 0)
+
+#define ngx_http_checkout_state_field(name)  ngx_string(name),
+
+
 typedef struct {
     ngx_http_request_t              *request;
     ngx_http_checkout_redis_cmd_t   *command;
@@ -31,12 +39,7 @@ static void ngx_http_checkout_status_cleanup(void *data);
 
 /* the state hash's own fields; every other field is a follow-up task */
 static ngx_str_t  ngx_http_checkout_state_fields[] = {
-    ngx_string("status"),
-    ngx_string("orderId"),
-    ngx_string("step"),
-    ngx_string("created"),
-    ngx_string("updated"),
-    ngx_string("eventId"),
+    CHECKOUT_STATE_FIELDS(ngx_http_checkout_state_field)
     ngx_null_string
 };
 
@@ -95,13 +98,14 @@ ngx_http_checkout_status_handler(ngx_http_request_t *r)
     argv[0] = "HGETALL";
     argvlen[0] = sizeof("HGETALL") - 1;
 
-    argvlen[1] = sizeof("checkout:") - 1 + sctx->id.len;
+    argvlen[1] = sizeof(CHECKOUT_STATE_KEY_PREFIX) - 1 + sctx->id.len;
     argv[1] = ngx_pnalloc(r->pool, argvlen[1]);
     if (argv[1] == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_sprintf((u_char *) argv[1], "checkout:%V", &sctx->id);
+    ngx_sprintf((u_char *) argv[1], CHECKOUT_STATE_KEY_PREFIX "%V",
+                &sctx->id);
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
@@ -134,14 +138,14 @@ ngx_http_checkout_status_id_valid(ngx_str_t *id)
     u_char      c;
     ngx_uint_t  i;
 
-    if (id->len != NGX_HTTP_CHECKOUT_ID_LEN
-        || ngx_strncmp(id->data, NGX_HTTP_CHECKOUT_ID_PREFIX,
-                       sizeof(NGX_HTTP_CHECKOUT_ID_PREFIX) - 1) != 0)
+    if (id->len != CHECKOUT_ID_LEN
+        || ngx_strncmp(id->data, CHECKOUT_ID_PREFIX,
+                       sizeof(CHECKOUT_ID_PREFIX) - 1) != 0)
     {
         return NGX_ERROR;
     }
 
-    for (i = sizeof(NGX_HTTP_CHECKOUT_ID_PREFIX) - 1; i < id->len; i++) {
+    for (i = sizeof(CHECKOUT_ID_PREFIX) - 1; i < id->len; i++) {
         c = id->data[i];
 
         if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z')
@@ -218,13 +222,14 @@ ngx_http_checkout_status_send(ngx_http_request_t *r,
         k = reply->element[i];
         v = reply->element[i + 1];
 
-        if ((k->len == 6 && ngx_strncmp(k->str, "status", 6) == 0)
-            || (k->len == 7 && ngx_strncmp(k->str, "orderId", 7) == 0))
+        if (ngx_http_checkout_status_is(k, CHECKOUT_STATE_STATUS)
+            || ngx_http_checkout_status_is(k, CHECKOUT_STATE_ORDER_ID))
         {
             ngx_http_checkout_status_field(&w, k, v);
 
-            if (k->len == 6 && v->len == sizeof("pending_review") - 1
-                && ngx_strncmp(v->str, "pending_review", v->len) == 0)
+            if (ngx_http_checkout_status_is(k, CHECKOUT_STATE_STATUS)
+                && ngx_http_checkout_status_is(v,
+                                       CHECKOUT_OUTCOME_PENDING_REVIEW))
             {
                 pending = 1;
             }

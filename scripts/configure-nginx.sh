@@ -44,7 +44,8 @@ if [ ! -f "$tree/.checkout-copied" ] || [ "$(cat "$tree/.checkout-copied")" != "
     printf '%s\n' "$stamp_copy" > "$tree/.checkout-copied"
 fi
 
-# 2. configure (again when its arguments, `config` or this script changed)
+# 2. configure (again when its arguments, `config`, `config.make` or this
+#    script changed)
 args=(--with-cc-opt="$cc_opt" --with-ld-opt="$ld_opt")
 if [ -f "$tree/conf_flags" ]; then
     # shellcheck disable=SC1091
@@ -60,7 +61,8 @@ stamp_conf=$(printf '%q ' "${args[@]}")
 stamp_file="$tree/.checkout-configured"
 if [ -f "$stamp_file" ] && [ -f "$tree/objs/Makefile" ] \
    && [ "$(cat "$stamp_file")" = "$stamp_conf" ] \
-   && [ "$stamp_file" -nt "$root/config" ] && [ "$stamp_file" -nt "$0" ]
+   && [ "$stamp_file" -nt "$root/config" ] \
+   && [ "$stamp_file" -nt "$root/config.make" ] && [ "$stamp_file" -nt "$0" ]
 then
     exit 0
 fi
