@@ -245,9 +245,7 @@ static ngx_int_t
 ngx_http_checkout_event_data(ngx_http_request_t *r,
     ngx_http_checkout_ctx_t *ctx, ngx_str_t *data)
 {
-    ngx_uint_t                        i;
-    ngx_http_checkout_step_t         *step;
-    ngx_http_checkout_json_writer_t   w;
+    ngx_http_checkout_json_writer_t  w;
 
     if (ngx_http_checkout_json_writer_init(&w, r->pool) != NGX_OK) {
         return NGX_ERROR;
@@ -269,20 +267,8 @@ ngx_http_checkout_event_data(ngx_http_request_t *r,
     ngx_http_checkout_json_value(&w, ctx->cart);
 
     ngx_http_checkout_json_cstr(&w, CHECKOUT_DATA_RESULTS);
-    ngx_http_checkout_json_literal(&w, NGX_HTTP_CHECKOUT_JSON_OBJECT);
+    ngx_http_checkout_step_results(&w, ctx, ctx->nsteps);
 
-    for (i = 0; i < ctx->nsteps; i++) {
-        step = &ctx->steps[i];
-
-        if (!step->done || step->reply == NULL) {
-            continue;
-        }
-
-        ngx_http_checkout_json_str(&w, &step->conf->name);
-        ngx_http_checkout_json_value(&w, step->reply);
-    }
-
-    ngx_http_checkout_json_close(&w, NGX_HTTP_CHECKOUT_JSON_OBJECT);
     ngx_http_checkout_json_close(&w, NGX_HTTP_CHECKOUT_JSON_OBJECT);
 
     return ngx_http_checkout_json_result(&w, data);

@@ -276,6 +276,8 @@ void ngx_http_checkout_step_init(ngx_http_request_t *r,
     ngx_http_checkout_ctx_t *ctx);
 ngx_int_t ngx_http_checkout_step_start(ngx_http_request_t *r,
     ngx_http_checkout_ctx_t *ctx, ngx_http_checkout_step_t *step);
+void ngx_http_checkout_step_results(ngx_http_checkout_json_writer_t *w,
+    ngx_http_checkout_ctx_t *ctx, ngx_uint_t n);
 ngx_int_t ngx_http_checkout_step_filter_init(ngx_conf_t *cf);
 
 ngx_int_t ngx_http_checkout_build_reply(ngx_http_request_t *r,

@@ -30,6 +30,35 @@ static ngx_int_t ngx_http_checkout_step_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 
 
+/*
+ * "results": the replies of the first n steps that answered with JSON, by
+ * step name; for a step's document and for the event's data alike.
+ */
+
+void
+ngx_http_checkout_step_results(ngx_http_checkout_json_writer_t *w,
+    ngx_http_checkout_ctx_t *ctx, ngx_uint_t n)
+{
+    ngx_uint_t                 i;
+    ngx_http_checkout_step_t  *step;
+
+    ngx_http_checkout_json_literal(w, NGX_HTTP_CHECKOUT_JSON_OBJECT);
+
+    for (i = 0; i < n; i++) {
+        step = &ctx->steps[i];
+
+        if (!step->done || step->reply == NULL) {
+            continue;
+        }
+
+        ngx_http_checkout_json_str(w, &step->conf->name);
+        ngx_http_checkout_json_value(w, step->reply);
+    }
+
+    ngx_http_checkout_json_close(w, NGX_HTTP_CHECKOUT_JSON_OBJECT);
+}
+
+
 static ngx_http_output_body_filter_pt  ngx_http_next_body_filter;
 
 
@@ -172,7 +201,6 @@ ngx_http_checkout_step_body(ngx_http_request_t *r,
 {
     ngx_buf_t                        *b;
     ngx_str_t                         doc;
-    ngx_uint_t                        i;
     ngx_http_request_body_t          *rb;
     ngx_http_checkout_json_writer_t   w;
 
@@ -204,14 +232,8 @@ ngx_http_checkout_step_body(ngx_http_request_t *r,
     ngx_http_checkout_json_value(&w, ctx->cart);
 
     ngx_http_checkout_json_cstr(&w, "results");
-    ngx_http_checkout_json_literal(&w, NGX_HTTP_CHECKOUT_JSON_OBJECT);
+    ngx_http_checkout_step_results(&w, ctx, step - ctx->steps);
 
-    for (i = 0; &ctx->steps[i] != step; i++) {
-        ngx_http_checkout_json_str(&w, &ctx->steps[i].conf->name);
-        ngx_http_checkout_json_value(&w, ctx->steps[i].reply);
-    }
-
-    ngx_http_checkout_json_close(&w, NGX_HTTP_CHECKOUT_JSON_OBJECT);
     ngx_http_checkout_json_close(&w, NGX_HTTP_CHECKOUT_JSON_OBJECT);
 
     if (ngx_http_checkout_json_result(&w, &doc) != NGX_OK) {
