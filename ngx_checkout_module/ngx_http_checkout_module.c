@@ -343,8 +343,6 @@ ngx_http_checkout_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->max_body_size = clcf->client_body_buffer_size;
     }
 
-    /* the body is parsed in memory, so it must fit nginx's body buffer */
-
     if (conf->idempotency != NGX_HTTP_CHECKOUT_IDEMPOTENCY_OFF
         && conf->redis == NULL)
     {
@@ -364,6 +362,8 @@ ngx_http_checkout_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                       "\"checkout_spool\" in %s:%ui", conf->file, conf->line);
         return NGX_CONF_ERROR;
     }
+
+    /* the body is parsed in memory, so it must fit nginx's body buffer */
 
     if (conf->max_body_size > clcf->client_body_buffer_size) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
