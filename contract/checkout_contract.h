@@ -39,7 +39,7 @@
 
 /* --- checkout ids ------------------------------------------------------ */
 
-/* "chk_" and 22 characters of [0-9A-Za-z]: 130 random bits */
+/* "chk_" and 22 characters of [0-9A-Za-z]: about 131 random bits */
 #define CHECKOUT_ID_PREFIX               "chk_"
 #define CHECKOUT_ID_CHARS                22
 #define CHECKOUT_ID_LEN                                                       \

@@ -23,6 +23,11 @@ conf=conf/demo/nginx.conf
 worker=build/worker/checkout-worker
 worker_conf=conf/worker.conf
 demo=.demo
+# the streams the demo's worker reads and dead-letters to, as it is told
+stream=$(awk '$1 == "stream" { print $2; exit }' "$worker_conf")
+dlq=$(awk '$1 == "dead-letter-stream" { print $2; exit }' "$worker_conf")
+[ -n "$stream" ] && [ -n "$dlq" ] || {
+    echo "demo: $worker_conf names no stream or dead-letter-stream" >&2; exit 1; }
 url=http://127.0.0.1:8080/checkout
 wait_max=${DEMO_WAIT:-30}
 
@@ -142,8 +147,8 @@ else
 fi
 echo
 
-echo "== the event stream (redis-cli -p 6380 XRANGE checkout:events - +), one line an entry:"
-redis-cli -p 6380 --raw XRANGE checkout:events - + | awk '
+echo "== the event stream (redis-cli -p 6380 XRANGE $stream - +), one line an entry:"
+redis-cli -p 6380 --raw XRANGE "$stream" - + | awk '
     /^[0-9]+-[0-9]+$/ { if (line) print "   " line; line = $0; next }
     prev == "ce_type" || prev == "ce_id" || prev == "ce_source" { line = line "  " prev "=" $0 }
     { prev = $0 }
@@ -173,8 +178,8 @@ echo "== redis-cli -p 6381 INFO (the worker's admin port):"
 redis-cli -p 6381 INFO | tr -d '\r' | sed 's/^/   /'
 echo
 
-dead=$(redis-cli -p 6380 XLEN checkout:events:dlq)
-echo "== dead letters (XLEN checkout:events:dlq): $dead"
+dead=$(redis-cli -p 6380 XLEN "$dlq")
+echo "== dead letters (XLEN $dlq): $dead"
 if [ "${dead:-0}" != 0 ]; then
     redis-cli -p 6381 DLQ | sed 's/^/   /'
 fi
@@ -196,6 +201,6 @@ The demo is still running. Try it:
    redis-cli -p 6381 INFO groups; redis-cli -p 6381 PENDING fulfillment; redis-cli -p 6381 DLQ; redis-cli -p 6381 PAUSE review (RESUME review)
 Logs:  $root/$demo/logs/access.log (checkouts), error.log, services.log (mock services),
        receivers.log (the worker's deliveries), worker.log, redis.log
-Redis: redis-cli -p 6380 XRANGE checkout:events - +
+Redis: redis-cli -p 6380 XRANGE $stream - +
 Stop:  make demo-stop
 END
