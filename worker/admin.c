@@ -22,6 +22,7 @@
 
 #include "admin.h"
 #include "log.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -654,7 +655,7 @@ static void clientReadable(evutil_socket_t fd, short what, void *arg) {
     ssize_t n;
     size_t good;
 
-    (void)what;
+    UNUSED(what);
     n = read(fd, buf, sizeof(buf));
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return;
@@ -673,8 +674,8 @@ static void clientReadable(evutil_socket_t fd, short what, void *arg) {
 }
 
 static void clientWritable(evutil_socket_t fd, short what, void *arg) {
-    (void)fd;
-    (void)what;
+    UNUSED(fd);
+    UNUSED(what);
     clientFlush(arg);
 }
 
@@ -747,8 +748,8 @@ static void serverWatch(adminServer *s, int on) {
 }
 
 static void serverResume(evutil_socket_t fd, short what, void *arg) {
-    (void)fd;
-    (void)what;
+    UNUSED(fd);
+    UNUSED(what);
     serverWatch(arg, 1);
 }
 
@@ -761,7 +762,7 @@ static void serverAccept(evutil_socket_t lfd, short what, void *arg) {
     adminClient *c;
     int i, fd, on = 1;
 
-    (void)what;
+    UNUSED(what);
     for (i = 0; i < ADMIN_ACCEPTS_PER_CALL; i++) {
         salen = sizeof(sa);
         fd = accept(lfd, (struct sockaddr *)&sa, &salen);

@@ -54,7 +54,7 @@ static group *groupArg(adminClient *c, worker *w, const char *name) {
 static void onPassThrough(redisLink *l, redisReply *reply, void *privdata) {
     adminClient *c = privdata;
 
-    (void)l;
+    UNUSED(l);
     if (reply == NULL)
         adminReplyError(c, "ERR redis link down");
     else if (reply->type == REDIS_REPLY_ERROR)
@@ -73,7 +73,7 @@ static void replyLinkDown(adminClient *c) {
 
 static void pingCommand(adminClient *c, int argc, char **argv,
                         size_t *argvlen, void *privdata) {
-    (void)privdata;
+    UNUSED(privdata);
     if (argc > 2) {
         adminReplyError(c, "ERR wrong number of arguments for 'ping' "
                         "command");
@@ -200,7 +200,7 @@ static void onInfoGroups(redisLink *l, redisReply *reply, void *privdata) {
     size_t i, j;
     int k;
 
-    (void)l;
+    UNUSED(l);
     if (reply && reply->type == REDIS_REPLY_ARRAY) {
         for (i = 0; i < reply->elements; i++) {
             redisReply *g = reply->element[i];
@@ -239,7 +239,7 @@ static void infoCommand(adminClient *c, int argc, char **argv,
     infoCall *ic = calloc(1, sizeof(*ic));
     int i, j;
 
-    (void)argvlen;
+    UNUSED(argvlen);
     if (ic == NULL) {
         adminReplyError(c, "ERR out of memory");
         adminCommandDone(c);
@@ -291,7 +291,7 @@ static void pendingCommand(adminClient *c, int argc, char **argv,
     char n[24];
     group *g;
 
-    (void)argvlen;
+    UNUSED(argvlen);
     if (argc > 3) {
         adminReplyError(c, "ERR wrong number of arguments for 'pending' "
                         "command");
@@ -316,7 +316,7 @@ static void dlqCommand(adminClient *c, int argc, char **argv,
     long long count = 10;
     char n[24];
 
-    (void)argvlen;
+    UNUSED(argvlen);
     if (argc > 2) {
         adminReplyError(c, "ERR wrong number of arguments for 'dlq' "
                         "command");
@@ -352,7 +352,7 @@ static void replayCommand(adminClient *c, int argc, char **argv,
     worker *w = privdata;
     const char *id = strcasecmp(argv[1], "all") == 0 ? NULL : argv[1];
 
-    (void)argc;
+    UNUSED(argc);
     if (id && (argvlen[1] == 0 || argvlen[1] > 40 ||
                strspn(id, "0123456789-") != argvlen[1])) {
         adminReplyError(c, "ERR invalid dead letter id (expected an entry "
@@ -371,8 +371,8 @@ static void pauseCommand(adminClient *c, int argc, char **argv,
     int pause = strcasecmp(argv[0], "pause") == 0;
     group *g;
 
-    (void)argc;
-    (void)argvlen;
+    UNUSED(argc);
+    UNUSED(argvlen);
     if ((g = groupArg(c, w, argv[1])) == NULL) return;
     if (g->paused != pause)
         logMsg(LOG_INFO, "group %s %s by the admin port", g->cfg->name,
@@ -390,8 +390,8 @@ static void pauseCommand(adminClient *c, int argc, char **argv,
 
 static void shutdownCommand(adminClient *c, int argc, char **argv,
                             size_t *argvlen, void *privdata) {
-    (void)argv;
-    (void)argvlen;
+    UNUSED(argv);
+    UNUSED(argvlen);
     if (argc > 2) {
         adminReplyError(c, "ERR wrong number of arguments for 'shutdown' "
                         "command");
@@ -421,10 +421,10 @@ static void helpCommand(adminClient *c, int argc, char **argv,
     };
     size_t i, n = sizeof(lines) / sizeof(lines[0]);
 
-    (void)argc;
-    (void)argv;
-    (void)argvlen;
-    (void)privdata;
+    UNUSED(argc);
+    UNUSED(argv);
+    UNUSED(argvlen);
+    UNUSED(privdata);
     adminReplyArray(c, (long long)n);
     for (i = 0; i < n; i++) adminReplyBulkCString(c, lines[i]);
     adminCommandDone(c);

@@ -421,8 +421,8 @@ static void taskDeliver(task *t) {
 /* ------------------------------------------------------------- reading */
 
 static void consumerKickEvent(evutil_socket_t fd, short what, void *arg) {
-    (void)fd;
-    (void)what;
+    UNUSED(fd);
+    UNUSED(what);
     consumerKick(arg);
 }
 
@@ -437,7 +437,7 @@ static void consumerOnRead(redisLink *l, redisReply *reply, void *privdata) {
     group *g = privdata;
     size_t i, j;
 
-    (void)l;
+    UNUSED(l);
     g->reading = 0;
     if (reply == NULL) return;      /* link down: it kicks when back */
     if (reply->type == REDIS_REPLY_ERROR) {
@@ -511,8 +511,8 @@ void consumerKick(group *g) {
 /* ------------------------------------------------------ the group itself */
 
 static void consumerStartEvent(evutil_socket_t fd, short what, void *arg) {
-    (void)fd;
-    (void)what;
+    UNUSED(fd);
+    UNUSED(what);
     consumerStart(arg);
 }
 
@@ -521,7 +521,7 @@ static void consumerOnCreate(redisLink *l, redisReply *reply,
     group *g = privdata;
     struct timeval tv = {1, 0};
 
-    (void)l;
+    UNUSED(l);
     g->creating = 0;
     if (reply == NULL) return;      /* the link comes back and retries */
     if (reply->type == REDIS_REPLY_ERROR &&
@@ -580,27 +580,27 @@ void consumerLinkUp(worker *w) {
 }
 
 static void readerState(redisLink *l, int up, void *privdata) {
-    (void)l;
+    UNUSED(l);
     if (up) consumerKick(privdata);
 }
 
 static void dueEvent(evutil_socket_t fd, short what, void *arg) {
-    (void)fd;
-    (void)what;
+    UNUSED(fd);
+    UNUSED(what);
     reclaimDue(arg);
 }
 
 static void reclaimEvent(evutil_socket_t fd, short what, void *arg) {
-    (void)fd;
-    (void)what;
+    UNUSED(fd);
+    UNUSED(what);
     reclaimIdle(arg);
 }
 
 static void touchEvent(evutil_socket_t fd, short what, void *arg) {
     group *g = arg;
 
-    (void)fd;
-    (void)what;
+    UNUSED(fd);
+    UNUSED(what);
     consumerForgetRetries(g, g->cfg->min_idle_ms);
     stateTouch(g);
 }

@@ -99,7 +99,7 @@ static void replayFinish(replayCall *rc, const char *error) {
 static void onReplay(redisLink *l, redisReply *reply, void *privdata) {
     replayCall *rc = privdata;
 
-    (void)l;
+    UNUSED(l);
     if (reply == NULL) {
         replayFinish(rc, "redis link down");
         return;

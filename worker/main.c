@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -32,17 +31,6 @@ static void usage(FILE *fp) {
             "usage: checkout-worker -c FILE      run with the config FILE\n"
             "       checkout-worker -t -c FILE   check the config FILE\n"
             "       checkout-worker -v           print the version\n");
-}
-
-/* RFC 3339, UTC, milliseconds: 2026-11-26T21:00:00.123Z */
-void formatTime(char *buf, size_t size, long long ms) {
-    time_t secs = (time_t)(ms / 1000);
-    struct tm tm;
-
-    gmtime_r(&secs, &tm);
-    snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-             tm.tm_min, tm.tm_sec, (int)(ms % 1000));
 }
 
 group *workerGroup(worker *w, const char *name) {
@@ -67,8 +55,8 @@ static void stopTimeoutEvent(evutil_socket_t fd, short what, void *arg) {
     worker *w = arg;
     int i, left = 0;
 
-    (void)fd;
-    (void)what;
+    UNUSED(fd);
+    UNUSED(what);
     for (i = 0; i < w->ngroups; i++) left += w->groups[i].in_flight;
     logStart(LOG_WARN);
     logStr("msg", "shutdown-timeout reached, leaving the rest pending");
@@ -98,7 +86,7 @@ void workerStop(worker *w, const char *why) {
 static void signalEvent(evutil_socket_t sig, short what, void *arg) {
     worker *w = arg;
 
-    (void)what;
+    UNUSED(what);
     if (sig == SIGHUP) {
         if (logReopen() == 0)
             logMsg(LOG_INFO, "log reopened (SIGHUP)");
@@ -111,13 +99,13 @@ static void signalEvent(evutil_socket_t sig, short what, void *arg) {
 }
 
 static void retentionEvent(evutil_socket_t fd, short what, void *arg) {
-    (void)fd;
-    (void)what;
+    UNUSED(fd);
+    UNUSED(what);
     retentionRun(arg);
 }
 
 static void cmdState(redisLink *l, int up, void *privdata) {
-    (void)l;
+    UNUSED(l);
     if (up) consumerLinkUp(privdata);
 }
 

@@ -187,7 +187,7 @@ static int usable(const group *g, const redisReply *reply, const char *what) {
 static void onDue(redisLink *l, redisReply *reply, void *privdata) {
     group *g = privdata;
 
-    (void)l;
+    UNUSED(l);
     g->claiming = 0;
     if (usable(g, reply, "claiming due retries")) adoptAll(g, reply, "retry");
 }
@@ -230,7 +230,7 @@ void reclaimDue(group *g) {
 static void onReclaim(redisLink *l, redisReply *reply, void *privdata) {
     group *g = privdata;
 
-    (void)l;
+    UNUSED(l);
     g->reclaiming = 0;
     if (!usable(g, reply, "reclaiming idle entries")) return;
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
@@ -273,7 +273,7 @@ void reclaimIdle(group *g) {
 static void onConsumers(redisLink *l, redisReply *reply, void *privdata) {
     group *g = privdata;
 
-    (void)l;
+    UNUSED(l);
     if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
         logMsg(LOG_INFO, "deleted %lld idle consumers without pending "
                "entries from group %s", reply->integer, g->cfg->name);
@@ -282,7 +282,7 @@ static void onConsumers(redisLink *l, redisReply *reply, void *privdata) {
 static void onRetention(redisLink *l, redisReply *reply, void *privdata) {
     const char *stream = privdata;
 
-    (void)l;
+    UNUSED(l);
     if (reply == NULL) return;
     if (reply->type == REDIS_REPLY_ERROR)
         logMsg(LOG_ERROR, "retention of stream %s: %s", stream, reply->str);

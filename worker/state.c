@@ -232,7 +232,7 @@ static void keyState(char *buf, size_t size, const task *t) {
 static void onBegin(redisLink *l, redisReply *reply, void *privdata) {
     task *t = privdata;
 
-    (void)l;
+    UNUSED(l);
     if (scriptFailed(t, reply, "begin")) {
         afterFailure(t, reply);
         return;
@@ -290,7 +290,7 @@ static void onFinish(redisLink *l, redisReply *reply, void *privdata) {
     task *t = privdata;
     group *g = t->g;
 
-    (void)l;
+    UNUSED(l);
     if (scriptFailed(t, reply, "finish")) {
         afterFailure(t, reply);
         return;
@@ -370,7 +370,7 @@ static void onRetry(redisLink *l, redisReply *reply, void *privdata) {
     task *t = rc->t;
     group *g = t->g;
 
-    (void)l;
+    UNUSED(l);
     if (scriptFailed(t, reply, "retry")) {
         afterFailure(t, reply);
     } else {
@@ -426,7 +426,7 @@ static void onDead(redisLink *l, redisReply *reply, void *privdata) {
     task *t = dc->t;
     group *g = t->g;
 
-    (void)l;
+    UNUSED(l);
     if (scriptFailed(t, reply, "dead-letter")) {
         free(dc);
         afterFailure(t, reply);
@@ -490,7 +490,7 @@ static void onSkip(redisLink *l, redisReply *reply, void *privdata) {
     skipCall *sc = privdata;
     task *t = sc->t;
 
-    (void)l;
+    UNUSED(l);
     if (scriptFailed(t, reply, "skip")) {
         free(sc);
         afterFailure(t, reply);
@@ -566,7 +566,7 @@ static void releaseHeld(group *g, redisReply *ids, int deleted) {
 static void onTouch(redisLink *l, redisReply *reply, void *privdata) {
     group *g = privdata;
 
-    (void)l;
+    UNUSED(l);
     g->touching = 0;
     if (reply == NULL) return;
     if (reply->type == REDIS_REPLY_ERROR) {

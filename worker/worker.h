@@ -12,6 +12,7 @@
 #include "event.h"
 #include "redis.h"
 #include "reply.h"
+#include "util.h"
 
 #define WORKER_VERSION "0.1.0"
 #define CONSUMER_BUFFER 4       /* entries held per unit of concurrency */
@@ -162,6 +163,5 @@ extern const adminCommand workerCommands[];
 void workerStop(worker *w, const char *why);
 group *workerGroup(worker *w, const char *name);
 void workerCheckStopped(worker *w);
-void formatTime(char *buf, size_t size, long long ms);
 
 #endif
