@@ -74,10 +74,7 @@ static void replyLinkDown(adminClient *c) {
 static void pingCommand(adminClient *c, int argc, char **argv,
                         size_t *argvlen, void *privdata) {
     UNUSED(privdata);
-    if (argc > 2) {
-        adminReplyError(c, "ERR wrong number of arguments for 'ping' "
-                        "command");
-    } else if (argc == 2) {
+    if (argc == 2) {
         adminReplyBulk(c, argv[1], argvlen[1]);
     } else {
         adminReplyStatus(c, "PONG");
@@ -292,12 +289,6 @@ static void pendingCommand(adminClient *c, int argc, char **argv,
     group *g;
 
     UNUSED(argvlen);
-    if (argc > 3) {
-        adminReplyError(c, "ERR wrong number of arguments for 'pending' "
-                        "command");
-        adminCommandDone(c);
-        return;
-    }
     if ((g = groupArg(c, w, argv[1])) == NULL) return;
     if (argc == 3 && countArg(c, argv[2], 10000, &count) != 0) return;
     snprintf(n, sizeof(n), "%lld", count);
@@ -317,12 +308,6 @@ static void dlqCommand(adminClient *c, int argc, char **argv,
     char n[24];
 
     UNUSED(argvlen);
-    if (argc > 2) {
-        adminReplyError(c, "ERR wrong number of arguments for 'dlq' "
-                        "command");
-        adminCommandDone(c);
-        return;
-    }
     if (argc == 2 && countArg(c, argv[1], 1000, &count) != 0) return;
     snprintf(n, sizeof(n), "%lld", count);
     {
@@ -386,59 +371,32 @@ static void pauseCommand(adminClient *c, int argc, char **argv,
     }
 }
 
-/* ------------------------------------------------------ SHUTDOWN, HELP */
+/* ------------------------------------------------------------ SHUTDOWN */
 
 static void shutdownCommand(adminClient *c, int argc, char **argv,
                             size_t *argvlen, void *privdata) {
+    UNUSED(argc);
     UNUSED(argv);
     UNUSED(argvlen);
-    if (argc > 2) {
-        adminReplyError(c, "ERR wrong number of arguments for 'shutdown' "
-                        "command");
-        adminCommandDone(c);
-        return;
-    }
     adminReplyStatus(c, "OK");
     adminCloseAfterReply(c);
     adminCommandDone(c);
     workerStop(privdata, "SHUTDOWN on the admin port");
 }
 
-static void helpCommand(adminClient *c, int argc, char **argv,
-                        size_t *argvlen, void *privdata) {
-    static const char *lines[] = {
-        "PING [message]",
-        "AUTH password",
-        "INFO [server|redis|groups]",
-        "PENDING group [count]  -- pending entries: id, consumer, idle ms, "
-        "deliveries",
-        "DLQ [count]  -- the newest dead letters",
-        "REPLAY id|ALL  -- dead letters back to their stream",
-        "PAUSE group",
-        "RESUME group",
-        "SHUTDOWN  -- graceful stop",
-        "HELP"
-    };
-    size_t i, n = sizeof(lines) / sizeof(lines[0]);
-
-    UNUSED(argc);
-    UNUSED(argv);
-    UNUSED(argvlen);
-    UNUSED(privdata);
-    adminReplyArray(c, (long long)n);
-    for (i = 0; i < n; i++) adminReplyBulkCString(c, lines[i]);
-    adminCommandDone(c);
-}
-
+/* In HELP's order. */
 const adminCommand workerCommands[] = {
-    {"ping", -1, pingCommand},
-    {"info", -1, infoCommand},
-    {"pending", -2, pendingCommand},
-    {"dlq", -1, dlqCommand},
-    {"replay", 2, replayCommand},
-    {"pause", 2, pauseCommand},
-    {"resume", 2, pauseCommand},
-    {"shutdown", -1, shutdownCommand},
-    {"help", 1, helpCommand},
-    {NULL, 0, NULL}
+    {"ping", 1, 2, "PING [message]", pingCommand},
+    {"auth", 2, 3, "AUTH password", adminAuthCommand},
+    {"info", 1, -1, "INFO [server|redis|groups]", infoCommand},
+    {"pending", 2, 3, "PENDING group [count]  -- pending entries: id, "
+     "consumer, idle ms, deliveries", pendingCommand},
+    {"dlq", 1, 2, "DLQ [count]  -- the newest dead letters", dlqCommand},
+    {"replay", 2, 2, "REPLAY id|ALL  -- dead letters back to their stream",
+     replayCommand},
+    {"pause", 2, 2, "PAUSE group", pauseCommand},
+    {"resume", 2, 2, "RESUME group", pauseCommand},
+    {"shutdown", 1, 2, "SHUTDOWN  -- graceful stop", shutdownCommand},
+    {"help", 1, 1, "HELP", adminHelpCommand},
+    {NULL, 0, 0, NULL, NULL}
 };
