@@ -468,7 +468,9 @@ static void consumerOnRead(redisLink *l, redisReply *reply, void *privdata) {
 
 static void consumerRead(group *g) {
     char count[24], block[24];
-    const char *argv[10];
+    const char *argv[11] = {"XREADGROUP", "GROUP", g->cfg->name,
+                            g->w->consumer, "COUNT", count, "BLOCK", block,
+                            "STREAMS", g->cfg->stream, ">"};
     int room;
 
     room = g->cfg->concurrency * CONSUMER_BUFFER - consumerHeld(g);
@@ -476,24 +478,8 @@ static void consumerRead(group *g) {
     if (room <= 0 || g->ntasks >= CONSUMER_MAX_RETRYING) return;
     snprintf(count, sizeof(count), "%d", room);
     snprintf(block, sizeof(block), "%d", CONSUMER_BLOCK_MS);
-    argv[0] = "XREADGROUP";
-    argv[1] = "GROUP";
-    argv[2] = g->cfg->name;
-    argv[3] = g->w->consumer;
-    argv[4] = "COUNT";
-    argv[5] = count;
-    argv[6] = "BLOCK";
-    argv[7] = block;
-    argv[8] = "STREAMS";
-    argv[9] = g->cfg->stream;
-    {
-        const char *args[11];
-
-        memcpy(args, argv, sizeof(argv));
-        args[10] = ">";
-        if (linkCommandStrings(g->reader, consumerOnRead, g, 11, args) == 0)
-            g->reading = 1;
-    }
+    if (linkCommandStrings(g->reader, consumerOnRead, g, 11, argv) == 0)
+        g->reading = 1;
 }
 
 /* Reads more if the group may: running, its group created, both its link
