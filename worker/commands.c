@@ -3,6 +3,8 @@
 
 #define _POSIX_C_SOURCE 200809L
 
+#include "commands.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -11,9 +13,12 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "admin.h"
+#include "consumer.h"
+#include "deadletter.h"
 #include "deliver.h"
 #include "log.h"
+#include "reclaim.h"
+#include "util.h"
 #include "worker.h"
 
 #define INFO_MAX (64 * 1024)

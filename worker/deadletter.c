@@ -11,12 +11,14 @@
 
 #define _POSIX_C_SOURCE 200809L
 
+#include "deadletter.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
-#include "worker.h"
+#include "util.h"
 
 #define REPLAY_BATCH 100
 
