@@ -189,6 +189,7 @@ void consumerStopReading(group *g) {
     reclaimStop(g);
 }
 
+/* Releases what the group holds: its link, its timers and its tasks. */
 void consumerFree(group *g) {
     linkFree(g->reader);
     reclaimFree(g);

@@ -4,10 +4,10 @@
  * looking idle. They decide nothing about the task: each reports what
  * Redis did through the caller's callback, and logs only its own failures.
  *
- * Ownership: the task (or group) must stay until the callback has run; a
- * call copies every string it is given before it returns. Each call runs
- * its callback once, later, from the event loop; or, when it returns -1,
- * never. */
+ * Ownership: the task (or group) must outlive the call's callback; what a
+ * call is given is copied before it returns. A step's callback runs once,
+ * later, from the event loop, unless the step returned -1; a touch's runs
+ * once for each entry it reports. */
 
 #ifndef CHECKOUT_WORKER_STATE_H
 #define CHECKOUT_WORKER_STATE_H

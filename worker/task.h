@@ -5,10 +5,11 @@
  * attempt, and turns what the state scripts report into the task's next
  * step and one log line per outcome.
  *
- * Ownership: the tasks are task.c's; callers name entries by id, and hand
- * in Redis replies that task.c copies what it keeps from. Whenever a task
- * settles out of flight, task.c calls the group's 'settled' proc (types.h),
- * which may read more or stop the worker but must not free the group. */
+ * Ownership: the tasks are task.c's alone; callers name entries by id, and
+ * the Redis replies they hand in are copied from, never kept. Whenever a
+ * task settles out of flight, task.c calls the group's 'settled' proc
+ * (types.h), which may read more or stop the worker but must not free the
+ * group. */
 
 #ifndef CHECKOUT_WORKER_TASK_H
 #define CHECKOUT_WORKER_TASK_H
