@@ -22,6 +22,7 @@
 
 #include "admin.h"
 #include "log.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -533,15 +534,13 @@ static int passwordMatches(const char *sent, size_t sentlen,
 }
 
 /* AUTH password, or Redis 6's AUTH default password. */
-static void authCommand(adminClient *c, int argc, char **argv,
-                        size_t *argvlen) {
+void adminAuthCommand(adminClient *c, int argc, char **argv,
+                      size_t *argvlen, void *privdata) {
     const char *password = c->server->password;
     int ok;
 
-    if (argc != 2 && argc != 3) {
-        adminReplyError(c, "ERR wrong number of arguments for 'auth' "
-                        "command");
-    } else if (password == NULL) {
+    UNUSED(privdata);
+    if (password == NULL) {
         adminReplyError(c, "ERR AUTH <password> called without any password "
                         "configured for the default user. Are you sure your "
                         "configuration is correct?");
@@ -560,8 +559,35 @@ static void authCommand(adminClient *c, int argc, char **argv,
     adminCommandDone(c);
 }
 
-/* Serves one request: AUTH, the NOAUTH gate, the table's command with its
- * arity checked. Takes 'request'. */
+void adminHelpCommand(adminClient *c, int argc, char **argv,
+                      size_t *argvlen, void *privdata) {
+    const adminCommand *cmd;
+    long long n = 0;
+
+    UNUSED(argc);
+    UNUSED(argv);
+    UNUSED(argvlen);
+    UNUSED(privdata);
+    for (cmd = c->server->table; cmd->name != NULL; cmd++) n++;
+    adminReplyArray(c, n);
+    for (cmd = c->server->table; cmd->name != NULL; cmd++)
+        adminReplyBulkCString(c, cmd->help);
+    adminCommandDone(c);
+}
+
+/* Returns the entry of 'table' named 'name' ('len' bytes), or NULL. */
+static const adminCommand *commandFind(const adminCommand *table,
+                                       const char *name, size_t len) {
+    const adminCommand *cmd;
+
+    for (cmd = table; cmd->name != NULL; cmd++)
+        if (strlen(cmd->name) == len && strcasecmp(cmd->name, name) == 0)
+            return cmd;
+    return NULL;
+}
+
+/* Serves one request: the NOAUTH gate (AUTH passes it), the table's
+ * command with its arity checked. Takes 'request'. */
 static void clientCall(adminClient *c, redisReply *request) {
     adminServer *s = c->server;
     const adminCommand *cmd;
@@ -584,26 +610,21 @@ static void clientCall(adminClient *c, redisReply *request) {
         c->argvlen[i] = request->element[i]->len;
     }
 
-    if (c->argvlen[0] == 4 && strcasecmp(c->argv[0], "auth") == 0) {
-        authCommand(c, argc, c->argv, c->argvlen);
-        return;
-    }
-    if (s->password != NULL && !c->authenticated) {
+    cmd = commandFind(s->table, c->argv[0], c->argvlen[0]);
+    if (s->password != NULL && !c->authenticated &&
+        (cmd == NULL || cmd->proc != adminAuthCommand)) {
         adminReplyError(c, "NOAUTH Authentication required.");
         adminCommandDone(c);
         return;
     }
-    for (cmd = s->table; cmd->name != NULL; cmd++)
-        if (strlen(cmd->name) == c->argvlen[0] &&
-            strcasecmp(cmd->name, c->argv[0]) == 0) break;
-    if (cmd->name == NULL) {
+    if (cmd == NULL) {
         nameRepr(shown, c->argv[0], c->argvlen[0]);
         adminReplyError(c, "ERR unknown command '%s'", shown);
         adminCommandDone(c);
         return;
     }
-    if ((cmd->arity > 0 && argc != cmd->arity) ||
-        (cmd->arity < 0 && argc < -cmd->arity)) {
+    if (argc < cmd->min_args ||
+        (cmd->max_args >= 0 && argc > cmd->max_args)) {
         adminReplyError(c, "ERR wrong number of arguments for '%s' command",
                         cmd->name);
         adminCommandDone(c);
@@ -654,7 +675,7 @@ static void clientReadable(evutil_socket_t fd, short what, void *arg) {
     ssize_t n;
     size_t good;
 
-    (void)what;
+    UNUSED(what);
     n = read(fd, buf, sizeof(buf));
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
         return;
@@ -673,8 +694,8 @@ static void clientReadable(evutil_socket_t fd, short what, void *arg) {
 }
 
 static void clientWritable(evutil_socket_t fd, short what, void *arg) {
-    (void)fd;
-    (void)what;
+    UNUSED(fd);
+    UNUSED(what);
     clientFlush(arg);
 }
 
@@ -747,8 +768,8 @@ static void serverWatch(adminServer *s, int on) {
 }
 
 static void serverResume(evutil_socket_t fd, short what, void *arg) {
-    (void)fd;
-    (void)what;
+    UNUSED(fd);
+    UNUSED(what);
     serverWatch(arg, 1);
 }
 
@@ -761,7 +782,7 @@ static void serverAccept(evutil_socket_t lfd, short what, void *arg) {
     adminClient *c;
     int i, fd, on = 1;
 
-    (void)what;
+    UNUSED(what);
     for (i = 0; i < ADMIN_ACCEPTS_PER_CALL; i++) {
         salen = sizeof(sa);
         fd = accept(lfd, (struct sockaddr *)&sa, &salen);
@@ -860,19 +881,27 @@ static void setPort(struct sockaddr *sa, int port) {
  * give ::1 and 127.0.0.1), skipping those the system has no support for
  * when another one works. Port 0 asks for an ephemeral port (adminPort()
  * tells which), the same on every address. 'password' NULL: no AUTH.
- * 'table' ends with a {NULL, 0, NULL} entry; its procs get 'privdata'.
+ * 'table' ends with an entry whose name is NULL; its procs get 'privdata'.
  * Returns the server, or NULL with 'err' set ("admin: cannot listen on
  * 127.0.0.1:6381: Address already in use"). */
 adminServer *adminListen(struct event_base *base, const char *host, int port,
                          const char *password, const adminCommand *table,
                          void *privdata, char *err, size_t errlen) {
     struct addrinfo hints, *res = NULL, *ai;
+    const adminCommand *cmd;
     char service[16];
     adminServer *s;
     int rc, fd, n = 0, skipped = 0;
 
     if (port < 0 || port > 65535) {
         listenError(err, errlen, host, port, "invalid port");
+        return NULL;
+    }
+    if (password != NULL &&
+        ((cmd = commandFind(table, "auth", 4)) == NULL ||
+         cmd->proc != adminAuthCommand)) {
+        /* nobody could get past NOAUTH */
+        listenError(err, errlen, host, port, "a password but no AUTH");
         return NULL;
     }
     memset(&hints, 0, sizeof(hints));

@@ -2,9 +2,11 @@
  * loop, so that operators use redis-cli against it (redis-cli -p 6381 info).
  *
  * A request is a RESP array of bulk strings, as redis-cli sends it. The
- * server reads it, checks AUTH, finds the command in the caller's table,
- * checks its arity and calls it; the command writes one reply and calls
+ * server reads it, finds the command in the caller's table, checks AUTH
+ * and the arity and calls it; the command writes one reply and calls
  * adminCommandDone(), at once or later (after an asynchronous Redis call).
+ * AUTH and HELP are the server's own (adminAuthCommand, adminHelpCommand):
+ * a table lists them like any other command.
  * A client's requests are served one at a time, in order: the next one is
  * read only after the previous one is done. Anything else on the wire
  * (inline commands, malformed frames, requests over the limits below) gets
@@ -44,8 +46,9 @@ typedef void adminCommandProc(adminClient *c, int argc, char **argv,
 
 typedef struct adminCommand {
     const char *name;   /* lower case; matched case-insensitively */
-    int arity;          /* Redis style: N > 0 exactly N arguments counting
-                         * the name; -N at least N */
+    int min_args;       /* arguments it takes, counting the name */
+    int max_args;       /* -1: no limit */
+    const char *help;   /* its line in HELP: "PAUSE group" */
     adminCommandProc *proc;
 } adminCommand;
 
@@ -55,6 +58,15 @@ adminServer *adminListen(struct event_base *base, const char *host, int port,
 int adminPort(const adminServer *s);
 int adminClientCount(const adminServer *s);
 void adminClose(adminServer *s);
+
+/* AUTH password (or AUTH default password): the one command served before
+ * a client has authenticated. A server with a password needs it in its
+ * table, as {"auth", 2, 3, "AUTH password", adminAuthCommand}. */
+void adminAuthCommand(adminClient *c, int argc, char **argv,
+                      size_t *argvlen, void *privdata);
+/* HELP: the help line of every command in the table, in its order. */
+void adminHelpCommand(adminClient *c, int argc, char **argv,
+                      size_t *argvlen, void *privdata);
 
 /* Replies: a command writes exactly one (an array header and then its
  * elements count as one). */

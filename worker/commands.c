@@ -3,6 +3,8 @@
 
 #define _POSIX_C_SOURCE 200809L
 
+#include "commands.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -11,9 +13,12 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "admin.h"
+#include "consumer.h"
+#include "deadletter.h"
 #include "deliver.h"
 #include "log.h"
+#include "reclaim.h"
+#include "util.h"
 #include "worker.h"
 
 #define INFO_MAX (64 * 1024)
@@ -54,7 +59,7 @@ static group *groupArg(adminClient *c, worker *w, const char *name) {
 static void onPassThrough(redisLink *l, redisReply *reply, void *privdata) {
     adminClient *c = privdata;
 
-    (void)l;
+    UNUSED(l);
     if (reply == NULL)
         adminReplyError(c, "ERR redis link down");
     else if (reply->type == REDIS_REPLY_ERROR)
@@ -73,11 +78,8 @@ static void replyLinkDown(adminClient *c) {
 
 static void pingCommand(adminClient *c, int argc, char **argv,
                         size_t *argvlen, void *privdata) {
-    (void)privdata;
-    if (argc > 2) {
-        adminReplyError(c, "ERR wrong number of arguments for 'ping' "
-                        "command");
-    } else if (argc == 2) {
+    UNUSED(privdata);
+    if (argc == 2) {
         adminReplyBulk(c, argv[1], argvlen[1]);
     } else {
         adminReplyStatus(c, "PONG");
@@ -200,7 +202,7 @@ static void onInfoGroups(redisLink *l, redisReply *reply, void *privdata) {
     size_t i, j;
     int k;
 
-    (void)l;
+    UNUSED(l);
     if (reply && reply->type == REDIS_REPLY_ARRAY) {
         for (i = 0; i < reply->elements; i++) {
             redisReply *g = reply->element[i];
@@ -239,7 +241,7 @@ static void infoCommand(adminClient *c, int argc, char **argv,
     infoCall *ic = calloc(1, sizeof(*ic));
     int i, j;
 
-    (void)argvlen;
+    UNUSED(argvlen);
     if (ic == NULL) {
         adminReplyError(c, "ERR out of memory");
         adminCommandDone(c);
@@ -291,13 +293,7 @@ static void pendingCommand(adminClient *c, int argc, char **argv,
     char n[24];
     group *g;
 
-    (void)argvlen;
-    if (argc > 3) {
-        adminReplyError(c, "ERR wrong number of arguments for 'pending' "
-                        "command");
-        adminCommandDone(c);
-        return;
-    }
+    UNUSED(argvlen);
     if ((g = groupArg(c, w, argv[1])) == NULL) return;
     if (argc == 3 && countArg(c, argv[2], 10000, &count) != 0) return;
     snprintf(n, sizeof(n), "%lld", count);
@@ -316,13 +312,7 @@ static void dlqCommand(adminClient *c, int argc, char **argv,
     long long count = 10;
     char n[24];
 
-    (void)argvlen;
-    if (argc > 2) {
-        adminReplyError(c, "ERR wrong number of arguments for 'dlq' "
-                        "command");
-        adminCommandDone(c);
-        return;
-    }
+    UNUSED(argvlen);
     if (argc == 2 && countArg(c, argv[1], 1000, &count) != 0) return;
     snprintf(n, sizeof(n), "%lld", count);
     {
@@ -352,7 +342,7 @@ static void replayCommand(adminClient *c, int argc, char **argv,
     worker *w = privdata;
     const char *id = strcasecmp(argv[1], "all") == 0 ? NULL : argv[1];
 
-    (void)argc;
+    UNUSED(argc);
     if (id && (argvlen[1] == 0 || argvlen[1] > 40 ||
                strspn(id, "0123456789-") != argvlen[1])) {
         adminReplyError(c, "ERR invalid dead letter id (expected an entry "
@@ -371,8 +361,8 @@ static void pauseCommand(adminClient *c, int argc, char **argv,
     int pause = strcasecmp(argv[0], "pause") == 0;
     group *g;
 
-    (void)argc;
-    (void)argvlen;
+    UNUSED(argc);
+    UNUSED(argvlen);
     if ((g = groupArg(c, w, argv[1])) == NULL) return;
     if (g->paused != pause)
         logMsg(LOG_INFO, "group %s %s by the admin port", g->cfg->name,
@@ -386,59 +376,32 @@ static void pauseCommand(adminClient *c, int argc, char **argv,
     }
 }
 
-/* ------------------------------------------------------ SHUTDOWN, HELP */
+/* ------------------------------------------------------------ SHUTDOWN */
 
 static void shutdownCommand(adminClient *c, int argc, char **argv,
                             size_t *argvlen, void *privdata) {
-    (void)argv;
-    (void)argvlen;
-    if (argc > 2) {
-        adminReplyError(c, "ERR wrong number of arguments for 'shutdown' "
-                        "command");
-        adminCommandDone(c);
-        return;
-    }
+    UNUSED(argc);
+    UNUSED(argv);
+    UNUSED(argvlen);
     adminReplyStatus(c, "OK");
     adminCloseAfterReply(c);
     adminCommandDone(c);
     workerStop(privdata, "SHUTDOWN on the admin port");
 }
 
-static void helpCommand(adminClient *c, int argc, char **argv,
-                        size_t *argvlen, void *privdata) {
-    static const char *lines[] = {
-        "PING [message]",
-        "AUTH password",
-        "INFO [server|redis|groups]",
-        "PENDING group [count]  -- pending entries: id, consumer, idle ms, "
-        "deliveries",
-        "DLQ [count]  -- the newest dead letters",
-        "REPLAY id|ALL  -- dead letters back to their stream",
-        "PAUSE group",
-        "RESUME group",
-        "SHUTDOWN  -- graceful stop",
-        "HELP"
-    };
-    size_t i, n = sizeof(lines) / sizeof(lines[0]);
-
-    (void)argc;
-    (void)argv;
-    (void)argvlen;
-    (void)privdata;
-    adminReplyArray(c, (long long)n);
-    for (i = 0; i < n; i++) adminReplyBulkCString(c, lines[i]);
-    adminCommandDone(c);
-}
-
+/* In HELP's order. */
 const adminCommand workerCommands[] = {
-    {"ping", -1, pingCommand},
-    {"info", -1, infoCommand},
-    {"pending", -2, pendingCommand},
-    {"dlq", -1, dlqCommand},
-    {"replay", 2, replayCommand},
-    {"pause", 2, pauseCommand},
-    {"resume", 2, pauseCommand},
-    {"shutdown", -1, shutdownCommand},
-    {"help", 1, helpCommand},
-    {NULL, 0, NULL}
+    {"ping", 1, 2, "PING [message]", pingCommand},
+    {"auth", 2, 3, "AUTH password", adminAuthCommand},
+    {"info", 1, -1, "INFO [server|redis|groups]", infoCommand},
+    {"pending", 2, 3, "PENDING group [count]  -- pending entries: id, "
+     "consumer, idle ms, deliveries", pendingCommand},
+    {"dlq", 1, 2, "DLQ [count]  -- the newest dead letters", dlqCommand},
+    {"replay", 2, 2, "REPLAY id|ALL  -- dead letters back to their stream",
+     replayCommand},
+    {"pause", 2, 2, "PAUSE group", pauseCommand},
+    {"resume", 2, 2, "RESUME group", pauseCommand},
+    {"shutdown", 1, 2, "SHUTDOWN  -- graceful stop", shutdownCommand},
+    {"help", 1, 1, "HELP", adminHelpCommand},
+    {NULL, 0, 0, NULL, NULL}
 };

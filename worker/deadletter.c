@@ -11,12 +11,14 @@
 
 #define _POSIX_C_SOURCE 200809L
 
+#include "deadletter.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
-#include "worker.h"
+#include "util.h"
 
 #define REPLAY_BATCH 100
 
@@ -99,7 +101,7 @@ static void replayFinish(replayCall *rc, const char *error) {
 static void onReplay(redisLink *l, redisReply *reply, void *privdata) {
     replayCall *rc = privdata;
 
-    (void)l;
+    UNUSED(l);
     if (reply == NULL) {
         replayFinish(rc, "redis link down");
         return;

@@ -11,17 +11,18 @@
  * Every delivery and every socket watch is on a list of the deliverer's, so
  * that deliverFree() releases all of them whatever state curl is in. */
 
-#define _POSIX_C_SOURCE 200809L     /* clock_gettime, strdup */
+#define _POSIX_C_SOURCE 200809L     /* strdup */
 
 #include "deliver.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <curl/curl.h>
 #include <event2/event.h>
+
+#include "util.h"
 
 /* One delivery in flight. */
 typedef struct delivery {
@@ -54,13 +55,6 @@ struct deliverer {
     watch *watches;
     int inflight;
 };
-
-static long long monotonicMs(void) {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Frees a delivery already off the multi handle and off the list. */
 static void deliveryFree(delivery *x) {
@@ -171,8 +165,8 @@ static void onTimer(evutil_socket_t fd, short what, void *arg) {
     deliverer *d = arg;
     int running;
 
-    (void)fd;
-    (void)what;
+    UNUSED(fd);
+    UNUSED(what);
     curl_multi_socket_action(d->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     collectDone(d);
 }
@@ -184,7 +178,7 @@ static int sockWatch(CURL *easy, curl_socket_t s, int what, void *userp,
     watch *w = socketp;
     short flags = EV_PERSIST;
 
-    (void)easy;
+    UNUSED(easy);
     if (what == CURL_POLL_REMOVE) {
         if (w != NULL) watchFree(d, w);
         return 0;
@@ -215,7 +209,7 @@ static int timerSet(CURLM *multi, long timeout_ms, void *userp) {
     deliverer *d = userp;
     struct timeval tv;
 
-    (void)multi;
+    UNUSED(multi);
     if (timeout_ms < 0) return evtimer_del(d->timer) == 0 ? 0 : -1;
     tv.tv_sec = timeout_ms / 1000;
     tv.tv_usec = (timeout_ms % 1000) * 1000;

@@ -5,9 +5,10 @@
  * "..." that marks a cut value, its closing quote and the '\n', so that a
  * cut line is still one well-formed logfmt line. */
 
-#define _POSIX_C_SOURCE 200809L     /* O_CLOEXEC, gmtime_r, strdup */
+#define _POSIX_C_SOURCE 200809L     /* O_CLOEXEC, strdup */
 
 #include "log.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -15,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 /* Kept free at the end of the line: "...", '"' and '\n'. */
@@ -114,16 +114,10 @@ static void logCut(int quoted) {
 /* Begins a line with its time stamp and level. A line begun and not ended
  * is dropped. */
 void logStart(logLevel level) {
-    struct timespec ts;
-    struct tm tm;
-    char buf[64];
-    size_t n;
+    char now[40], buf[64];
 
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    n = strftime(buf, sizeof(buf), "ts=%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf + n, sizeof(buf) - n, ".%03ldZ level=%s",
-             ts.tv_nsec / 1000000, levelNames[level]);
+    formatTime(now, sizeof(now), nowMs());
+    snprintf(buf, sizeof(buf), "ts=%s level=%s", now, levelNames[level]);
     logger.len = 0;
     logger.full = 0;
     logger.started = 1;

@@ -1,7 +1,7 @@
 /* Getting entries back: retries that are due (from the durable schedule),
  * entries idle longer than min-idle (a crashed or hung consumer's, taken
  * over with XAUTOCLAIM), and retention (XTRIM MINID below what any group
- * still needs).
+ * still needs); and, on the third timer, the touch of the entries held.
  *
  * An entry that was deleted from the stream while still pending cannot be
  * delivered: Redis 7 reports it (XAUTOCLAIM's third element; XCLAIM leaves
@@ -10,12 +10,19 @@
 
 #define _POSIX_C_SOURCE 200809L
 
+#include "reclaim.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/event.h>
+
 #include "log.h"
-#include "worker.h"
+#include "scripts.h"
+#include "state.h"
+#include "task.h"
+#include "util.h"
 
 /* KEYS: stream, retry schedule, dead-letter stream. ARGV: group, consumer,
  * now ms, min-idle ms, count, now (RFC 3339), stream name.
@@ -115,6 +122,8 @@ static const char consumersScript[] =
 
 #define CONSUMER_FORGET_MS (3600 * 1000)
 
+/* ---------------------------------------- due retries and idle entries */
+
 /* Hands each {id, fields or nil, count} of 'list' to the group; a nil
  * means the entry was deleted before delivery (dead-lettered by the
  * script). */
@@ -129,14 +138,7 @@ static void adoptAll(group *g, redisReply *list, const char *how) {
             e->element[0]->type != REDIS_REPLY_STRING)
             continue;
         if (e->element[1]->type != REDIS_REPLY_ARRAY) {
-            task *t;
-
-            /* a held task of it would block its subject: let it go */
-            for (t = g->tasks; t; t = t->next)
-                if (strcmp(t->id, e->element[0]->str) == 0) break;
-            if (t && (t->state == TASK_WAITING || t->state == TASK_RETRYING))
-                consumerTaskDone(t);
-            stateDeleted(g, e->element[0]->str, how);
+            taskDeleted(g, e->element[0]->str, how);
             continue;
         }
         /* the entry as XREADGROUP gives it: [id, [field, value, ...]] */
@@ -146,29 +148,9 @@ static void adoptAll(group *g, redisReply *list, const char *how) {
         parts[0] = e->element[0];
         parts[1] = e->element[1];
         entry.element = parts;
-        consumerAdopt(g, &entry, e->element[2]->type == REDIS_REPLY_INTEGER
-                                     ? e->element[2]->integer : 1);
+        taskAdopt(g, &entry, e->element[2]->type == REDIS_REPLY_INTEGER
+                                 ? e->element[2]->integer : 1);
     }
-}
-
-/* How many entries the group can take on now. */
-static int room(const group *g) {
-    int n = g->cfg->concurrency * CONSUMER_BUFFER - consumerHeld(g);
-
-    return n > 0 ? n : 0;
-}
-
-/* Retries this worker holds that are due: the due script must be able to
- * hand them back however full the buffer is, or a subject waiting behind
- * one would wait for good. */
-static int heldDue(const group *g) {
-    long long now = nowMs();
-    const task *t;
-    int n = 0;
-
-    for (t = g->tasks; t; t = t->next)
-        if (t->state == TASK_RETRYING && t->due_ms <= now) n++;
-    return n;
 }
 
 /* Whether a script's reply can be used; logs an error reply (NOGROUP
@@ -187,7 +169,7 @@ static int usable(const group *g, const redisReply *reply, const char *what) {
 static void onDue(redisLink *l, redisReply *reply, void *privdata) {
     group *g = privdata;
 
-    (void)l;
+    UNUSED(l);
     g->claiming = 0;
     if (usable(g, reply, "claiming due retries")) adoptAll(g, reply, "retry");
 }
@@ -205,13 +187,17 @@ static void scriptArgs(const group *g, const char *script, const char **argv,
     argv[7] = g->w->consumer;
 }
 
+/* Claims the group's retries that are due: as many as there is room for,
+ * plus those this worker holds (the due script must hand them back however
+ * full the buffer is, or a subject waiting behind one would wait for
+ * good). */
 void reclaimDue(group *g) {
     char nowms[24], idle[24], count[16], now[40];
     const char *argv[13];
-    int n = room(g);
+    int n = taskRoom(g);
 
     if (n > g->cfg->concurrency) n = g->cfg->concurrency;
-    n += heldDue(g);
+    n += taskHeldDue(g);
     if (g->w->stopping || g->paused || !g->created || g->claiming || n == 0)
         return;
     scriptArgs(g, dueScript, argv, now);
@@ -230,7 +216,7 @@ void reclaimDue(group *g) {
 static void onReclaim(redisLink *l, redisReply *reply, void *privdata) {
     group *g = privdata;
 
-    (void)l;
+    UNUSED(l);
     g->reclaiming = 0;
     if (!usable(g, reply, "reclaiming idle entries")) return;
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
@@ -252,7 +238,7 @@ static void onReclaim(redisLink *l, redisReply *reply, void *privdata) {
 void reclaimIdle(group *g) {
     char idle[24], count[16], now[40];
     const char *argv[13];
-    int n = room(g);
+    int n = taskRoom(g);
 
     if (g->w->stopping || g->paused || !g->created || g->reclaiming ||
         n == 0)
@@ -270,10 +256,12 @@ void reclaimIdle(group *g) {
         g->reclaiming = 1;
 }
 
+/* ----------------------------------------------------------- retention */
+
 static void onConsumers(redisLink *l, redisReply *reply, void *privdata) {
     group *g = privdata;
 
-    (void)l;
+    UNUSED(l);
     if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)
         logMsg(LOG_INFO, "deleted %lld idle consumers without pending "
                "entries from group %s", reply->integer, g->cfg->name);
@@ -282,7 +270,7 @@ static void onConsumers(redisLink *l, redisReply *reply, void *privdata) {
 static void onRetention(redisLink *l, redisReply *reply, void *privdata) {
     const char *stream = privdata;
 
-    (void)l;
+    UNUSED(l);
     if (reply == NULL) return;
     if (reply->type == REDIS_REPLY_ERROR)
         logMsg(LOG_ERROR, "retention of stream %s: %s", stream, reply->str);
@@ -291,7 +279,8 @@ static void onRetention(redisLink *l, redisReply *reply, void *privdata) {
                reply->integer, stream);
 }
 
-/* Each stream the groups read, once; and the consumers of gone workers. */
+/* Trims each stream the groups read, once; and deletes the consumers of
+ * gone workers. */
 void retentionRun(worker *w) {
     char cutoff[40], idle[24];
     int i, j;
@@ -316,4 +305,78 @@ void retentionRun(worker *w) {
         if (j < i) continue;
         linkCommandStrings(w->cmd, onRetention, (void *)stream, 5, argv);
     }
+}
+
+/* -------------------------------------------------------------- timers */
+
+static void dueEvent(evutil_socket_t fd, short what, void *arg) {
+    UNUSED(fd);
+    UNUSED(what);
+    reclaimDue(arg);
+}
+
+static void reclaimEvent(evutil_socket_t fd, short what, void *arg) {
+    UNUSED(fd);
+    UNUSED(what);
+    reclaimIdle(arg);
+}
+
+/* What the touch found: an entry another consumer has, or one deleted
+ * (and dead-lettered by the touch). */
+static void onTouched(group *g, const char *id, int deleted) {
+    if (deleted)
+        taskDeleted(g, id, "touch");
+    else
+        taskLost(g, id);
+}
+
+static void touchEvent(evutil_socket_t fd, short what, void *arg) {
+    group *g = arg;
+
+    UNUSED(fd);
+    UNUSED(what);
+    taskForgetRetries(g, g->cfg->min_idle_ms);
+    stateTouch(g, onTouched);
+}
+
+static void addPersist(struct event *ev, long long ms) {
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+
+    event_add(ev, &tv);
+}
+
+static long long clampMs(long long v, long long lo, long long hi) {
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* Creates the group's timers, not armed yet. Returns 0, or -1 when out of
+ * memory (reclaimFree() releases those created). */
+int reclaimInit(group *g) {
+    struct event_base *base = g->w->base;
+
+    g->due_ev = event_new(base, -1, EV_PERSIST, dueEvent, g);
+    g->reclaim_ev = event_new(base, -1, EV_PERSIST, reclaimEvent, g);
+    g->touch_ev = event_new(base, -1, EV_PERSIST, touchEvent, g);
+    return g->due_ev && g->reclaim_ev && g->touch_ev ? 0 : -1;
+}
+
+/* Arms the timers: due retries are looked for at half the base backoff,
+ * idle entries at half of min-idle (at most every 5 s), and the entries
+ * held are touched at a third of min-idle. */
+void reclaimStart(group *g) {
+    addPersist(g->due_ev, clampMs(g->cfg->backoff_base_ms / 2, 20, 1000));
+    addPersist(g->reclaim_ev, clampMs(g->cfg->min_idle_ms / 2, 50, 5000));
+    addPersist(g->touch_ev, clampMs(g->cfg->min_idle_ms / 3, 20, 10000));
+}
+
+void reclaimStop(group *g) {
+    if (g->due_ev) event_del(g->due_ev);
+    if (g->reclaim_ev) event_del(g->reclaim_ev);
+    if (g->touch_ev) event_del(g->touch_ev);
+}
+
+void reclaimFree(group *g) {
+    if (g->due_ev) event_free(g->due_ev);
+    if (g->reclaim_ev) event_free(g->reclaim_ev);
+    if (g->touch_ev) event_free(g->touch_ev);
 }

@@ -13,12 +13,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <event2/event.h>
 #include <hiredis/adapters/libevent.h>
 
 #include "log.h"
+#include "util.h"
 
 #define LINK_BACKOFF_MIN_MS 100
 #define LINK_BACKOFF_MAX_MS 5000
@@ -35,25 +35,11 @@ typedef struct linkCall {
 static void linkConnect(redisLink *l);
 static void linkDrop(redisLink *l, const char *why);
 
-long long nowMs(void) {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-long long monotonicMs(void) {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void linkReconnectEvent(evutil_socket_t fd, short what, void *arg) {
     redisLink *l = arg;
 
-    (void)fd;
-    (void)what;
+    UNUSED(fd);
+    UNUSED(what);
     if (l->ac == NULL && !l->stopped) linkConnect(l);
 }
 
@@ -92,7 +78,7 @@ static void linkOnConnect(const redisAsyncContext *ac, int status) {
 static void linkOnDisconnect(const redisAsyncContext *ac, int status) {
     redisLink *l = ac->data;
 
-    (void)status;
+    UNUSED(status);
     if (l->ac != ac) return;
     logStart(LOG_WARN);
     logStr("msg", "redis link down");
@@ -106,7 +92,7 @@ static void linkOnDisconnect(const redisAsyncContext *ac, int status) {
 /* The last reply of the handshake (AUTH, SELECT, CLIENT SETNAME and PING
  * are pipelined; an error in any of them drops the link). */
 static void linkOnHandshake(redisLink *l, redisReply *reply, void *privdata) {
-    (void)privdata;
+    UNUSED(privdata);
     if (reply == NULL) return;
     if (reply->type == REDIS_REPLY_ERROR) {
         char why[256];
@@ -132,7 +118,7 @@ static void linkOnReply(redisAsyncContext *ac, void *r, void *privdata) {
     linkCall *call = privdata;
     redisLink *l = call->link;
 
-    (void)ac;
+    UNUSED(ac);
     if (r != NULL && l->outstanding > 0) {
         l->outstanding--;
         l->progress_ms = monotonicMs();
@@ -244,8 +230,8 @@ static void linkWatchdogEvent(evutil_socket_t fd, short what, void *arg) {
     redisLink *l = arg;
     char why[96];
 
-    (void)fd;
-    (void)what;
+    UNUSED(fd);
+    UNUSED(what);
     if (l->ac && l->outstanding > 0 &&
         monotonicMs() - l->progress_ms > l->allowance_ms) {
         snprintf(why, sizeof(why), "no reply within %lld ms",

@@ -66,7 +66,4 @@ int linkCommand(redisLink *l, linkReplyProc *fn, void *privdata, int argc,
 int linkCommandStrings(redisLink *l, linkReplyProc *fn, void *privdata,
                        int argc, const char **argv);
 
-long long nowMs(void);          /* wall clock, ms since the epoch */
-long long monotonicMs(void);
-
 #endif

@@ -1,8 +1,9 @@
-/* What moves an entry on, each step one Lua script so that Redis sees it
- * whole: the begin check (done record), the outcome (ack + done record +
+/* What moves a held entry on, each step one Lua script so that Redis sees
+ * it whole: the begin check (done record), the outcome (ack + done record +
  * state + emitted events, or the retry schedule, or the dead letter), and
- * the touch that keeps held entries from looking idle. Each outcome is one
- * log line.
+ * the touch that keeps held entries from looking idle. Each call reports
+ * what Redis did to its caller's callback (state.h); the outcome's log
+ * line is the caller's, a script that fails is logged here.
  *
  * Keys: the group's stream, its retry schedule, the dead-letter stream, the
  * done record checkout:worker:done:<group>:<ce_id> and the checkout's
@@ -11,13 +12,15 @@
 
 #define _POSIX_C_SOURCE 200809L
 
+#include "state.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
-#include "reply.h"
-#include "worker.h"
+#include "scripts.h"
+#include "util.h"
 
 /* KEYS: stream, done record, state hash. ARGV: group, id, attempt,
  * consumer. 1: done already (and now acknowledged); 2: no longer this
@@ -128,10 +131,26 @@ typedef struct args {
     int argc, cap;
 } args;
 
+/* A step's command out for a task: how to read its reply, whom to tell. */
+typedef struct stateCall {
+    task *t;
+    const char *step;           /* in log lines: "begin", "finish", ... */
+    stateOutcome ok;            /* what a plain success means */
+    stateDoneProc *fn;
+} stateCall;
+
+/* A touch out for a group. */
+typedef struct touchCall {
+    group *g;
+    stateTouchedProc *fn;
+} touchCall;
+
+/* Makes room for 'cap' arguments, the first two for EVAL and the script.
+ * Returns 0, or -1 when out of memory. */
 static int argsInit(args *a, int cap) {
     a->argv = malloc(sizeof(char *) * (size_t)cap);
     a->lens = malloc(sizeof(size_t) * (size_t)cap);
-    a->argc = 0;
+    a->argc = 2;
     a->cap = cap;
     return a->argv && a->lens ? 0 : -1;
 }
@@ -147,72 +166,17 @@ static void argsStr(args *a, const char *s) {
     argsAdd(a, s, strlen(s));
 }
 
-static void argsFree(args *a) {
-    free(a->argv);
-    free(a->lens);
-}
-
-/* ---------------------------------------------------------------- log */
-
-static void logTask(logLevel level, const task *t, const char *result) {
-    logStart(level);
-    logStr("group", t->g->cfg->name);
-    logStr("id", t->id);
-    if (t->ev.id) logStr("ce_id", t->ev.id);
-    if (t->ev.type) logStr("ce_type", t->ev.type);
-    logInt("attempt", t->attempt);
-    logStr("result", result);
-}
-
-static void logDuration(const task *t) {
-    logInt("duration_ms", monotonicMs() - t->started_ms);
-}
-
-/* Logs a script that failed (no reply, or an error reply). Returns 0 for
- * a usable reply. */
-static int scriptFailed(task *t, redisReply *reply, const char *what) {
-    if (reply != NULL && reply->type != REDIS_REPLY_ERROR) return 0;
-    logStart(reply ? LOG_ERROR : LOG_WARN);
-    logStr("msg", reply ? "script failed, the entry stays pending"
-                        : "redis link down, the entry waits for it");
-    logStr("group", t->g->cfg->name);
-    logStr("id", t->id);
-    logStr("step", what);
-    logStr("error", reply ? reply->str : "redis link down");
-    logEnd();
-    return 1;
-}
-
-/* After a script failed: with no reply (the link went down) the task
- * waits for the link and starts over; with an error reply (Redis refused:
- * out of memory, say) it is let go, its entry pending, and reclaim brings
- * it back after min-idle rather than at once. */
-static void afterFailure(task *t, redisReply *reply) {
-    if (reply == NULL)
-        consumerTaskRequeue(t);
-    else
-        consumerTaskDone(t);
-}
-
-/* Sends EVAL 'script' with the arguments of 'a' from its third on (the
- * first two are EVAL and the script). Returns linkCommand()'s result. */
-static int evalScript(redisLink *l, const char *script, args *a,
-                      linkReplyProc *fn, void *privdata) {
+/* Puts EVAL and 'script' in the two first slots. */
+static void argsEval(args *a, const char *script) {
     a->argv[0] = "EVAL";
     a->lens[0] = 4;
     a->argv[1] = script;
     a->lens[1] = strlen(script);
-    return linkCommand(l, fn, privdata, a->argc, a->argv, a->lens);
 }
 
-/* Sends a step's script for the task; when it cannot go out, the task
- * waits for the link and -1 says so (the caller frees 'privdata' then). */
-static int sendScript(task *t, const char *script, args *a,
-                      linkReplyProc *fn, void *privdata, const char *what) {
-    if (evalScript(t->g->w->cmd, script, a, fn, privdata) == 0) return 0;
-    scriptFailed(t, NULL, what);
-    consumerTaskRequeue(t);
-    return -1;
+static void argsFree(args *a) {
+    free(a->argv);
+    free(a->lens);
 }
 
 static void keyDone(char *buf, size_t size, const task *t) {
@@ -227,51 +191,100 @@ static void keyState(char *buf, size_t size, const task *t) {
         buf[0] = '\0';
 }
 
-/* --------------------------------------------------------------- begin */
+/* -------------------------------------------------------------- a step */
 
-static void onBegin(redisLink *l, redisReply *reply, void *privdata) {
-    task *t = privdata;
-
-    (void)l;
-    if (scriptFailed(t, reply, "begin")) {
-        afterFailure(t, reply);
-        return;
-    }
-    if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 3) {
-        stateDead(t, "deleted_before_delivery");
-        return;
-    }
-    if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 2) {
-        logTask(LOG_INFO, t, "released");
-        logStr("reason", "no longer pending for this consumer");
-        logEnd();
-        consumerTaskDone(t);
-        return;
-    }
-    if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 1) {
-        t->g->stats.processed++;
-        t->g->stats.duplicates++;
-        logTask(LOG_INFO, t, "duplicate");
-        logStr("reason", "done record found: acknowledged without a call");
-        logEnd();
-        consumerTaskDone(t);
-        return;
-    }
-    consumerBegun(t);
+/* Logs a step that failed (no reply, or an error reply). Returns 0 for a
+ * usable reply. */
+static int stepFailed(const task *t, const redisReply *reply,
+                      const char *step) {
+    if (reply != NULL && reply->type != REDIS_REPLY_ERROR) return 0;
+    logStart(reply ? LOG_ERROR : LOG_WARN);
+    logStr("msg", reply ? "script failed, the entry stays pending"
+                        : "redis link down, the entry waits for it");
+    logStr("group", t->g->cfg->name);
+    logStr("id", t->id);
+    logStr("step", step);
+    logStr("error", reply ? reply->str : "redis link down");
+    logEnd();
+    return 1;
 }
 
-void stateBegin(task *t) {
+/* Reads a usable reply as the step's outcome: the call's 'ok', unless the
+ * script's integer code says otherwise (begin: 1, 2, 3; finish: 0). */
+static stateOutcome stepOutcome(const stateCall *call,
+                                const redisReply *reply) {
+    long long code = reply->type == REDIS_REPLY_INTEGER ? reply->integer
+                                                        : -1;
+
+    if (call->ok == STATE_BEGUN) {
+        if (code == 3) return STATE_DELETED;
+        if (code == 2) return STATE_RELEASED;
+        if (code == 1) return STATE_ALREADY_DONE;
+    } else if (call->ok == STATE_DONE && code == 0) {
+        return STATE_DONE_MEANWHILE;
+    }
+    return call->ok;
+}
+
+static void onStep(redisLink *l, redisReply *reply, void *privdata) {
+    stateCall *call = privdata;
+    task *t = call->t;
+    stateDoneProc *fn = call->fn;
+    stateOutcome outcome;
+
+    UNUSED(l);
+    if (stepFailed(t, reply, call->step))
+        outcome = reply ? STATE_REFUSED : STATE_LINK_DOWN;
+    else
+        outcome = stepOutcome(call, reply);
+    free(call);
+    fn(t, outcome);
+}
+
+/* Sends a step's command for 't' on the commands link; 'fn' gets its
+ * outcome, 'ok' on a plain success. 'lens' NULL: NUL-terminated 'argv'.
+ * Returns 0, or -1 when out of memory or the link is down (logged); then
+ * 'fn' is never called. */
+static int stepSend(task *t, int argc, const char **argv, const size_t *lens,
+                    const char *step, stateOutcome ok, stateDoneProc *fn) {
+    stateCall *call = malloc(sizeof(*call));
+
+    if (call == NULL) return -1;
+    call->t = t;
+    call->step = step;
+    call->ok = ok;
+    call->fn = fn;
+    if (linkCommand(t->g->w->cmd, onStep, call, argc, argv, lens) == 0)
+        return 0;
+    stepFailed(t, NULL, step);
+    free(call);
+    return -1;
+}
+
+/* Sends EVAL 'script' with the arguments of 'a' as stepSend() does. */
+static int stepEval(task *t, const char *script, args *a, const char *step,
+                    stateOutcome ok, stateDoneProc *fn) {
+    argsEval(a, script);
+    return stepSend(t, a->argc, a->argv, a->lens, step, ok, fn);
+}
+
+/* --------------------------------------------------------------- steps */
+
+/* Checks that 't' is still to be delivered: no done record, still pending
+ * for this consumer, still in the stream; on its first attempt marks the
+ * checkout's task pending. Returns 0, or -1 (see stepSend). */
+int stateBegin(task *t, stateDoneProc *fn) {
     char done[700], state[400], attempt[16];
     args a;
+    int rc;
 
     if (argsInit(&a, 10) != 0) {
-        consumerTaskRequeue(t);
-        return;
+        argsFree(&a);
+        return -1;
     }
     keyDone(done, sizeof(done), t);
     keyState(state, sizeof(state), t);
     snprintf(attempt, sizeof(attempt), "%d", t->attempt);
-    a.argc = 2;
     argsStr(&a, "3");
     argsStr(&a, t->g->cfg->stream);
     argsStr(&a, done);
@@ -280,59 +293,28 @@ void stateBegin(task *t) {
     argsStr(&a, t->id);
     argsStr(&a, attempt);
     argsStr(&a, t->g->w->consumer);
-    sendScript(t, beginScript, &a, onBegin, t, "begin");
+    rc = stepEval(t, beginScript, &a, "begin", STATE_BEGUN, fn);
     argsFree(&a);
+    return rc;
 }
 
-/* -------------------------------------------------------------- finish */
-
-static void onFinish(redisLink *l, redisReply *reply, void *privdata) {
-    task *t = privdata;
-    group *g = t->g;
-
-    (void)l;
-    if (scriptFailed(t, reply, "finish")) {
-        afterFailure(t, reply);
-        return;
-    }
-    g->stats.processed++;
-    if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) {
-        g->stats.duplicates++;
-        logTask(LOG_INFO, t, "duplicate");
-        logStr("reason", "finished meanwhile by another attempt");
-    } else {
-        g->stats.succeeded++;
-        logTask(LOG_INFO, t, "done");
-    }
-    logInt("status", t->status);
-    logDuration(t);
-    logEnd();
-    consumerTaskDone(t);
-}
-
-void stateFinish(task *t, const handlerReply *reply) {
+/* Records 't' done as 'reply' asks: the done record, the checkout's state
+ * hash, the events it emits, the acknowledgement. Returns 0, or -1 (see
+ * stepSend). */
+int stateFinish(task *t, const handlerReply *reply, stateDoneProc *fn) {
     char done[700], state[400], ttl[24], now[40], nemit[16];
     args a;
-    int i;
+    int i, rc;
 
-    t->state = TASK_FINISHING;
-    if (reply->nemit > 0 &&
-        strlen(t->ev.id) + strlen(t->g->cfg->name) + 8 > EVENT_MAX_VALUE) {
-        /* the emitted ids would be too long for any group to accept */
-        stateDead(t, "bad_reply: the parent ce_id is too long to derive "
-                     "emitted ids from");
-        return;
-    }
     if (argsInit(&a, 16 + 3 * reply->nemit) != 0) {
-        consumerTaskRequeue(t);
-        return;
+        argsFree(&a);
+        return -1;
     }
     keyDone(done, sizeof(done), t);
     keyState(state, sizeof(state), t);
     snprintf(ttl, sizeof(ttl), "%lld", t->g->w->cfg->done_ttl_ms);
     formatTime(now, sizeof(now), nowMs());
     snprintf(nemit, sizeof(nemit), "%d", reply->nemit);
-    a.argc = 2;
     argsStr(&a, "4");
     argsStr(&a, t->g->cfg->stream);
     argsStr(&a, done);
@@ -353,114 +335,51 @@ void stateFinish(task *t, const handlerReply *reply) {
         argsStr(&a, reply->emit[i].schemaversion
                         ? reply->emit[i].schemaversion : "1");
     }
-    sendScript(t, finishScript, &a, onFinish, t, "finish");
+    rc = stepEval(t, finishScript, &a, "finish", STATE_DONE, fn);
     argsFree(&a);
+    return rc;
 }
 
-/* --------------------------------------------------------------- retry */
-
-typedef struct retryCall {
-    task *t;
-    long long due_ms, delay_ms;
-    char error[300];
-} retryCall;
-
-static void onRetry(redisLink *l, redisReply *reply, void *privdata) {
-    retryCall *rc = privdata;
-    task *t = rc->t;
-    group *g = t->g;
-
-    (void)l;
-    if (scriptFailed(t, reply, "retry")) {
-        afterFailure(t, reply);
-    } else {
-        g->stats.retried++;
-        logTask(LOG_WARN, t, "retry");
-        logStr("error", rc->error);
-        if (t->status) logInt("status", t->status);
-        logInt("next_ms", rc->delay_ms);
-        logDuration(t);
-        logEnd();
-        consumerTaskRetrying(t, rc->due_ms);
-    }
-    free(rc);
-}
-
-void stateRetry(task *t, long long delay_ms, const char *error) {
+/* Puts 't' in the group's retry schedule at 't->due_ms' and marks the
+ * checkout's task retrying. Returns 0, or -1 (see stepSend). */
+int stateRetry(task *t, stateDoneProc *fn) {
     char state[400], due[24];
-    retryCall *rc = malloc(sizeof(*rc));
     args a;
+    int rc;
 
-    t->state = TASK_FINISHING;
-    if (rc == NULL || argsInit(&a, 8) != 0) {
-        free(rc);
-        consumerTaskRequeue(t);
-        return;
+    if (argsInit(&a, 8) != 0) {
+        argsFree(&a);
+        return -1;
     }
-    rc->t = t;
-    rc->delay_ms = delay_ms;
-    rc->due_ms = nowMs() + delay_ms;
-    snprintf(rc->error, sizeof(rc->error), "%s", error);
     keyState(state, sizeof(state), t);
-    snprintf(due, sizeof(due), "%lld", rc->due_ms);
-    a.argc = 2;
+    snprintf(due, sizeof(due), "%lld", t->due_ms);
     argsStr(&a, "2");
     argsStr(&a, t->g->retry_key);
     argsStr(&a, state);
     argsStr(&a, t->g->cfg->name);
     argsStr(&a, t->id);
     argsStr(&a, due);
-    if (sendScript(t, retryScript, &a, onRetry, rc, "retry") != 0) free(rc);
+    rc = stepEval(t, retryScript, &a, "retry", STATE_RETRYING, fn);
     argsFree(&a);
+    return rc;
 }
 
-/* ---------------------------------------------------------------- dead */
-
-typedef struct deadCall {
-    task *t;
-    char error[400];
-} deadCall;
-
-static void onDead(redisLink *l, redisReply *reply, void *privdata) {
-    deadCall *dc = privdata;
-    task *t = dc->t;
-    group *g = t->g;
-
-    (void)l;
-    if (scriptFailed(t, reply, "dead-letter")) {
-        free(dc);
-        afterFailure(t, reply);
-        return;
-    }
-    g->stats.processed++;
-    g->stats.dead_lettered++;
-    logTask(LOG_ERROR, t, "dead");
-    logStr("error", dc->error);
-    if (t->status) logInt("status", t->status);
-    logDuration(t);
-    logEnd();
-    free(dc);
-    consumerTaskDone(t);
-}
-
-void stateDead(task *t, const char *error) {
+/* Dead-letters 't' with 'error': its fields and the worker's trailer go to
+ * the dead-letter stream, the entry is acknowledged and the checkout's task
+ * marked dead. Returns 0, or -1 (see stepSend). */
+int stateDead(task *t, const char *error, stateDoneProc *fn) {
     char state[400], attempts[16], failed_at[40];
-    deadCall *dc = malloc(sizeof(*dc));
     args a;
     size_t i;
+    int rc;
 
-    t->state = TASK_FINISHING;
-    if (dc == NULL || argsInit(&a, 16 + (int)t->nfields) != 0) {
-        free(dc);
-        consumerTaskRequeue(t);
-        return;
+    if (argsInit(&a, 16 + (int)t->nfields) != 0) {
+        argsFree(&a);
+        return -1;
     }
-    dc->t = t;
-    snprintf(dc->error, sizeof(dc->error), "%s", error);
     keyState(state, sizeof(state), t);
     snprintf(attempts, sizeof(attempts), "%d", t->attempt);
     formatTime(failed_at, sizeof(failed_at), nowMs());
-    a.argc = 2;
     argsStr(&a, "4");
     argsStr(&a, t->g->cfg->stream);
     argsStr(&a, t->g->w->cfg->dead_letter_stream);
@@ -468,130 +387,79 @@ void stateDead(task *t, const char *error) {
     argsStr(&a, t->g->retry_key);
     argsStr(&a, t->g->cfg->name);
     argsStr(&a, t->id);
-    argsStr(&a, dc->error);
+    argsStr(&a, error);
     argsStr(&a, attempts);
     argsStr(&a, failed_at);
     argsStr(&a, t->g->w->consumer);
     argsStr(&a, t->g->cfg->stream);
     for (i = 0; i < t->nfields; i++) argsAdd(&a, t->fields[i], t->lens[i]);
-    if (sendScript(t, deadScript, &a, onDead, dc, "dead-letter") != 0)
-        free(dc);
+    rc = stepEval(t, deadScript, &a, "dead-letter", STATE_DEAD, fn);
     argsFree(&a);
+    return rc;
 }
 
-/* ---------------------------------------------------------------- skip */
-
-typedef struct skipCall {
-    task *t;
-    const char *why;
-} skipCall;
-
-static void onSkip(redisLink *l, redisReply *reply, void *privdata) {
-    skipCall *sc = privdata;
-    task *t = sc->t;
-
-    (void)l;
-    if (scriptFailed(t, reply, "skip")) {
-        free(sc);
-        afterFailure(t, reply);
-        return;
-    }
-    t->g->stats.processed++;
-    t->g->stats.skipped++;
-    logTask(LOG_INFO, t, "skipped");
-    logStr("reason", sc->why);
-    logEnd();
-    free(sc);
-    consumerTaskDone(t);
-}
-
-void stateSkip(task *t, const char *why) {
+/* Acknowledges 't' without a delivery (not this group's to handle).
+ * Returns 0, or -1 (see stepSend). */
+int stateSkip(task *t, stateDoneProc *fn) {
     const char *argv[4] = {"XACK", t->g->cfg->stream, t->g->cfg->name,
                            t->id};
-    skipCall *sc = malloc(sizeof(*sc));
 
-    if (sc == NULL) {
-        consumerTaskRequeue(t);
-        return;
-    }
-    sc->t = t;
-    sc->why = why;
-    if (linkCommandStrings(t->g->w->cmd, onSkip, sc, 4, argv) != 0) {
-        scriptFailed(t, NULL, "skip");
-        free(sc);
-        consumerTaskRequeue(t);
-    }
+    return stepSend(t, 4, argv, NULL, "skip", STATE_SKIPPED, fn);
 }
 
 /* --------------------------------------------------------------- touch */
 
-/* The outcome of an entry a script found deleted from the stream while
- * pending, and dead-lettered: 'via' is the script that found it. */
-void stateDeleted(group *g, const char *id, const char *via) {
-    g->stats.processed++;
-    g->stats.dead_lettered++;
-    logStart(LOG_ERROR);
-    logStr("group", g->cfg->name);
-    logStr("id", id);
-    logStr("result", "deleted");
-    logStr("error", "deleted_before_delivery");
-    logStr("via", via);
-    logEnd();
-}
-
-/* Lets go of a held task whose entry is not this consumer's any more, or
- * was deleted (and dead-lettered by the touch script); one in flight
- * finishes, its outcome scripts are safe either way. */
-static void releaseHeld(group *g, redisReply *ids, int deleted) {
+static void replyIds(touchCall *tc, const redisReply *ids, int deleted) {
     size_t i;
-    task *t;
 
     if (ids->type != REDIS_REPLY_ARRAY) return;
-    for (i = 0; i < ids->elements; i++) {
-        if (ids->element[i]->type != REDIS_REPLY_STRING) continue;
-        for (t = g->tasks; t; t = t->next)
-            if (strcmp(t->id, ids->element[i]->str) == 0) break;
-        if (deleted) stateDeleted(g, ids->element[i]->str, "touch");
-        if (t && (t->state == TASK_WAITING || t->state == TASK_RETRYING)) {
-            if (!deleted) {
-                logTask(LOG_WARN, t, "released");
-                logStr("reason", "no longer pending for this consumer");
-                logEnd();
-            }
-            consumerTaskDone(t);
-        }
-    }
+    for (i = 0; i < ids->elements; i++)
+        if (ids->element[i]->type == REDIS_REPLY_STRING)
+            tc->fn(tc->g, ids->element[i]->str, deleted);
 }
 
 static void onTouch(redisLink *l, redisReply *reply, void *privdata) {
-    group *g = privdata;
+    touchCall *tc = privdata;
+    group *g = tc->g;
 
-    (void)l;
+    UNUSED(l);
     g->touching = 0;
-    if (reply == NULL) return;
+    if (reply == NULL) {
+        free(tc);
+        return;
+    }
     if (reply->type == REDIS_REPLY_ERROR) {
         logMsg(LOG_WARN, "touching held entries of group %s failed: %s",
                g->cfg->name, reply->str);
-        return;
+    } else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2) {
+        replyIds(tc, reply->element[0], 0);
+        replyIds(tc, reply->element[1], 1);
     }
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) return;
-    releaseHeld(g, reply->element[0], 0);
-    releaseHeld(g, reply->element[1], 1);
+    free(tc);
 }
 
 /* Claims the group's held entries again for this consumer (JUSTID: their
  * delivery count stays), which resets their idle time: an entry waiting
- * behind its subject, or for its retry, is not a crashed consumer's. */
-void stateTouch(group *g) {
+ * behind its subject, or for its retry, is not a crashed consumer's. 'fn'
+ * hears of those that are not ours any more or were deleted. Does nothing
+ * when nothing is held, a touch is out, the link is down or memory is out:
+ * the next touch comes soon enough. */
+void stateTouch(group *g, stateTouchedProc *fn) {
     char now[40];
     const task *t;
+    touchCall *tc;
     args a;
     int n = 0;
 
     for (t = g->tasks; t; t = t->next) n++;
-    if (n == 0 || g->touching || argsInit(&a, n + 9) != 0) return;
+    if (n == 0 || g->touching) return;
+    if (argsInit(&a, n + 9) != 0 || (tc = malloc(sizeof(*tc))) == NULL) {
+        argsFree(&a);
+        return;
+    }
+    tc->g = g;
+    tc->fn = fn;
     formatTime(now, sizeof(now), nowMs());
-    a.argc = 2;
     argsStr(&a, "3");
     argsStr(&a, g->cfg->stream);
     argsStr(&a, g->w->cfg->dead_letter_stream);
@@ -601,7 +469,10 @@ void stateTouch(group *g) {
     argsStr(&a, now);
     argsStr(&a, g->cfg->stream);
     for (t = g->tasks; t; t = t->next) argsStr(&a, t->id);
-    if (evalScript(g->w->cmd, touchScript, &a, onTouch, g) == 0)
+    argsEval(&a, touchScript);
+    if (linkCommand(g->w->cmd, onTouch, tc, a.argc, a.argv, a.lens) == 0)
         g->touching = 1;
+    else
+        free(tc);
     argsFree(&a);
 }

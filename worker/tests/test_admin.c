@@ -5,6 +5,7 @@
 
 #include "admin.h"
 #include "log.h"
+#include "util.h"
 
 #include <check.h>
 #include <errno.h>
@@ -17,7 +18,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -196,28 +196,23 @@ static void haltCommand(adminClient *c, int argc, char **argv,
 }
 
 static const adminCommand table[] = {
-    {"ping", -1, pingCommand},
-    {"echo", 2, echoCommand},
-    {"args", -2, argsCommand},
-    {"later", 3, laterCommand},
-    {"relay", 2, relayCommand},
-    {"big", 2, bigCommand},
-    {"count", 1, countCommand},
-    {"list", 1, listCommand},
-    {"bye", 1, byeCommand},
-    {"stop", 1, stopCommand},
-    {"halt", 1, haltCommand},
-    {NULL, 0, NULL}
+    {"ping", 1, -1, "PING", pingCommand},
+    {"auth", 2, 3, "AUTH password", adminAuthCommand},
+    {"echo", 2, 2, "ECHO text", echoCommand},
+    {"args", 2, -1, "ARGS a b ...", argsCommand},
+    {"later", 3, 3, "LATER ms text", laterCommand},
+    {"relay", 2, 2, "RELAY resp", relayCommand},
+    {"big", 2, 2, "BIG n", bigCommand},
+    {"count", 1, 1, "COUNT", countCommand},
+    {"list", 1, 1, "LIST", listCommand},
+    {"bye", 1, 1, "BYE", byeCommand},
+    {"stop", 1, 1, "STOP", stopCommand},
+    {"halt", 1, 1, "HALT", haltCommand},
+    {"help", 1, 1, "HELP", adminHelpCommand},
+    {NULL, 0, 0, NULL, NULL}
 };
 
 /* -------------------------------------------------------------- helpers */
-
-static long long nowMs(void) {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Runs the loop for about 'ms' milliseconds (0: what is ready now). */
 static void pump(int ms) {
@@ -229,16 +224,16 @@ static void pump(int ms) {
 
 /* Runs the loop until *value == want, failing after WAIT_MS. */
 static void waitInt(const int *value, int want) {
-    long long end = nowMs() + WAIT_MS;
+    long long end = monotonicMs() + WAIT_MS;
 
-    while (*value != want && nowMs() < end) pump(1);
+    while (*value != want && monotonicMs() < end) pump(1);
     ck_assert_int_eq(*value, want);
 }
 
 static void waitClients(int want) {
-    long long end = nowMs() + WAIT_MS;
+    long long end = monotonicMs() + WAIT_MS;
 
-    while (adminClientCount(srv) != want && nowMs() < end) pump(1);
+    while (adminClientCount(srv) != want && monotonicMs() < end) pump(1);
     ck_assert_int_eq(adminClientCount(srv), want);
 }
 
@@ -286,7 +281,7 @@ static int cli(void) {
 /* Writes 'len' bytes, running the loop while the socket is full. Returns 0,
  * or -1 when the server closed the connection meanwhile. */
 static int cliSend(int fd, const char *buf, size_t len) {
-    long long end = nowMs() + WAIT_MS;
+    long long end = monotonicMs() + WAIT_MS;
 
     while (len > 0) {
         ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
@@ -295,7 +290,7 @@ static int cliSend(int fd, const char *buf, size_t len) {
             buf += n;
             len -= (size_t)n;
         } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            ck_assert_msg(nowMs() < end, "send blocked");
+            ck_assert_msg(monotonicMs() < end, "send blocked");
             pump(1);
         } else {
             return -1;
@@ -324,11 +319,11 @@ static void sendf(int fd, const char *fmt, ...) {
 /* Reads until 'want' bytes came, the peer closed or WAIT_MS passed.
  * Returns the bytes read; *closed tells whether the peer closed. */
 static size_t cliRead(int fd, char *buf, size_t want, int *closed) {
-    long long end = nowMs() + WAIT_MS;
+    long long end = monotonicMs() + WAIT_MS;
     size_t got = 0;
 
     *closed = 0;
-    while (got < want && nowMs() < end) {
+    while (got < want && monotonicMs() < end) {
         ssize_t n = recv(fd, buf + got, want - got, 0);
 
         if (n > 0) {
@@ -378,13 +373,13 @@ static void expectReply(int fd, const char *expected, size_t len) {
 /* Asserts that nothing comes for 'ms' milliseconds. */
 static void expectNothing(int fd, int ms) {
     char ch;
-    long long end = nowMs() + ms;
+    long long end = monotonicMs() + ms;
 
     do {
         pump(1);
         ck_assert_int_eq(recv(fd, &ch, 1, 0), -1);
         ck_assert_int_eq(errno, EAGAIN);
-    } while (nowMs() < end);
+    } while (monotonicMs() < end);
 }
 
 /* Asserts that the server closes the connection with nothing more sent,
@@ -543,6 +538,27 @@ START_TEST(test_wrong_arity) {
     EXPECT(fd, "-ERR wrong number of arguments for 'count' command\r\n");
     sendf(fd, "args x");
     EXPECT(fd, ":2\r\n");
+    close(fd);
+}
+END_TEST
+
+/* HELP: the table's help lines, in its order. */
+START_TEST(test_help) {
+    static const char expected[] = "*13\r\n"
+        "$4\r\nPING\r\n" "$13\r\nAUTH password\r\n"
+        "$9\r\nECHO text\r\n" "$12\r\nARGS a b ...\r\n"
+        "$13\r\nLATER ms text\r\n" "$10\r\nRELAY resp\r\n"
+        "$5\r\nBIG n\r\n" "$5\r\nCOUNT\r\n" "$4\r\nLIST\r\n"
+        "$3\r\nBYE\r\n" "$4\r\nSTOP\r\n" "$4\r\nHALT\r\n"
+        "$4\r\nHELP\r\n";
+    int fd;
+
+    start(NULL);
+    fd = cli();
+    sendf(fd, "help");
+    EXPECT(fd, expected);
+    sendf(fd, "help me");
+    EXPECT(fd, "-ERR wrong number of arguments for 'help' command\r\n");
     close(fd);
 }
 END_TEST
@@ -1088,6 +1104,13 @@ START_TEST(test_listen_errors) {
     ck_assert_str_eq(err, "admin: cannot listen on 127.0.0.1:65536: "
                      "invalid port");
 
+    /* A password nobody could send: the table has no AUTH. */
+    s = adminListen(base, "127.0.0.1", 0, "pw", table + 2, NULL, err,
+                    sizeof(err));
+    ck_assert_ptr_null(s);
+    ck_assert_str_eq(err, "admin: cannot listen on 127.0.0.1:0: a password "
+                     "but no AUTH");
+
     /* An address this host does not have. */
     s = adminListen(base, "192.0.2.1", 0, NULL, table, NULL, err,
                     sizeof(err));
@@ -1167,6 +1190,7 @@ static Suite *adminSuite(void) {
     tcase_add_test(tc, test_reply_redis);
     tcase_add_test(tc, test_unknown_command);
     tcase_add_test(tc, test_wrong_arity);
+    tcase_add_test(tc, test_help);
     tcase_add_test(tc, test_auth);
     tcase_add_test(tc, test_auth_without_password);
     suite_add_tcase(s, tc);
