@@ -373,6 +373,21 @@ Test::More::is(scalar(my @r = $History->replies), 10,
                'at the end: 10 replies recorded (5 checkouts, 5 retries)');
 Test::More::is(CheckoutRedis::xlen($S), 4, 'at the end: 4 entries (3 from '
                . 'the module, 1 from the review group)');
+
+# The checker reads the live stream: an entry appended twice behind the
+# module's back is reported (the worker acknowledges the copy without a
+# call: its done records exist).
+{
+    my ($first) = CheckoutRedis::xrange($S);
+    my %f = %{ $first->[1] };
+    my $copy = CheckoutRedis::cmd('XADD', $S, '*',
+                                  map { ($_ => $f{$_}) } sort keys %f);
+    Test::More::ok($History->settle($Settle), 'a copy of an entry: settled');
+    Test::More::is_deeply([ $History->problems ],
+                          [ "duplicated: $f{ce_id} is in the stream 2 times: "
+                            . "entries $first->[0], $copy" ],
+                          'a copy of an entry: the checker reports it');
+}
 CheckoutWorker::finish();
 
 __DATA__
@@ -543,6 +558,7 @@ POST /checkout
 --- more_headers
 Content-Type: application/json
 Idempotency-Key: e2e-pending-review
+--- timeout: 10
 --- error_code: 202
 --- response_headers_like
 Location: ^/checkout/chk_[A-Za-z0-9]{22}$
