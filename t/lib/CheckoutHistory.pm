@@ -119,7 +119,7 @@ sub record {
 
 sub record_response {
     my ($self, $res) = @_;
-    my $doc = eval { JSON::PP->new->decode($res->{body} // '') };
+    my $doc = eval { JSON::PP->new->utf8->decode($res->{body} // '') };
     return unless ref $doc eq 'HASH' && defined $doc->{checkoutId};
     $self->record(id => $doc->{checkoutId}, outcome => $doc->{status},
                   status => $res->{status});
