@@ -55,7 +55,7 @@ use Test::More ();
 
 CheckoutWorker::setup();
 
-our $SpoolDir = tempdir('checkout-e2e-spool-XXXXXXXX', DIR => '/tmp',
+my $SpoolDir = tempdir('checkout-e2e-spool-XXXXXXXX', DIR => '/tmp',
                         CLEANUP => 1);
 $ENV{TEST_NGINX_SPOOL_DIR} = $SpoolDir;
 
@@ -85,9 +85,10 @@ $Rx{review}->set_json('review', body => {
                           reviewed => JSON::PP::true } } ],
 });
 
-# The short timings of the worker suites, but a delivery timeout no loaded
-# machine makes a receiver miss (nothing here waits for it to pass): a late
-# 200 would be retried, and the deliveries would not be the ones listed.
+# The short timings of the worker suites, but a delivery timeout that a
+# receiver on a loaded machine does not miss (nothing here waits for it to
+# pass): a late 200 would be retried, and the deliveries listed would not be
+# all there were.
 my $Timeout = 5;
 my (@WorkerGroups, @HistoryGroups);
 {
@@ -109,7 +110,7 @@ my $History = CheckoutHistory->new(groups => \@HistoryGroups);
 my $S = $CheckoutWorker::Stream;
 my $ID = CheckoutTest::id_re();
 
-our $HttpConfig = <<'_EOC_';
+my $HttpConfig = <<'_EOC_';
     checkout_spool $TEST_NGINX_SPOOL_DIR;
 
     # The payment service's answer, by the cart's test token: a step's
@@ -124,7 +125,7 @@ our $HttpConfig = <<'_EOC_';
     }
 _EOC_
 
-our $Config = <<'_EOC_';
+my $Config = <<'_EOC_';
     checkout_redis 127.0.0.1:$TEST_NGINX_REDIS_PORT;
 
     location = /checkout {
@@ -410,6 +411,7 @@ Location: ^/checkout/chk_[A-Za-z0-9]{22}$
 Retry-After:
 Cache-Control: ^no-store$
 Content-Type: ^application/json$
+Server-Timing: ^validate;dur=\d+\.\d, authorize;dur=\d+\.\d, create;dur=\d+\.\d, total;dur=\d+\.\d$
 --- checkout_check: e2e
 --- e2e_reply
 status: "confirmed"
@@ -472,6 +474,7 @@ Location:
 Retry-After:
 Cache-Control: ^no-store$
 Content-Type: ^application/json$
+Server-Timing: ^validate;dur=\d+\.\d, authorize;dur=\d+\.\d, total;dur=\d+\.\d$
 --- checkout_check: e2e
 --- e2e_reply
 status: "declined"
@@ -530,6 +533,7 @@ Location:
 Retry-After:
 Cache-Control: ^no-store$
 Content-Type: ^application/json$
+Server-Timing: ^validate;dur=\d+\.\d, authorize;dur=\d+\.\d, total;dur=\d+\.\d$
 --- checkout_check: e2e
 --- e2e_reply
 status: "requires_action"
@@ -570,6 +574,7 @@ Location: ^/checkout/chk_[A-Za-z0-9]{22}$
 Retry-After: ^5$
 Cache-Control: ^no-store$
 Content-Type: ^application/json$
+Server-Timing: ^validate;dur=\d+\.\d, authorize;dur=\d+\.\d, total;dur=\d+\.\d$
 --- checkout_check: e2e
 --- e2e_reply
 status: "pending_review"
@@ -646,6 +651,7 @@ Location:
 Retry-After: ^5$
 Cache-Control: ^no-store$
 Content-Type: ^application/json$
+Server-Timing: ^validate;dur=\d+\.\d, authorize;dur=\d+\.\d, total;dur=\d+\.\d$
 --- checkout_check: e2e
 --- e2e_reply
 status: "failed"
