@@ -197,7 +197,9 @@ reports('two 2xx with a disruption before both: duplicated', sub {
 
 reports('OrderConfirmed for a checkout the client was told declined', sub {
     my ($h) = @_;
-    $h->{replies}[0]{outcome} = $h->{replies}[3]{outcome} = 'declined';
+    for my $r (@{ $h->{replies} }[0, 3]) {
+        @$r{qw(outcome status)} = ('declined', 402);
+    }
     return 'unexpected: entry ' . eid($h, 'chk_A') . ' (OrderConfirmed '
            . 'chk_A): the client was told declined, which owes '
            . 'CheckoutDeclined';
@@ -277,8 +279,15 @@ reports('an emitted OrderConfirmed for a declined checkout', sub {
 
 reports('two replies of one checkout that disagree', sub {
     my ($h) = @_;
-    $h->{replies}[3]{outcome} = 'failed';
+    @{ $h->{replies}[3] }{qw(outcome status)} = ('failed', 503);
     return 'unexpected: chk_A: the client was told confirmed, then failed';
+});
+
+reports('a reply whose HTTP status is not its outcome\'s', sub {
+    my ($h) = @_;
+    $h->{replies}[1]{status} = 200;
+    return 'unexpected: chk_B: the client was told requires_action with '
+           . 'HTTP 200';
 });
 
 reports('one of each at once: each reported, lost first', sub {

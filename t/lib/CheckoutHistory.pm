@@ -24,7 +24,10 @@ package CheckoutHistory;
 #                delivery of an event not in the stream, of a type the
 #                group's types exclude, for a checkout that owes no event,
 #                or with an Idempotency-Key other than <group>:<ce-id>; two
-#                replies of one checkout that disagree
+#                replies of one checkout that disagree; a reply whose HTTP
+#                status is not its outcome's (201 confirmed, 202
+#                requires_action and pending_review, 4xx declined, 5xx
+#                failed)
 #
 #     use CheckoutHistory ();
 #     my $h = CheckoutHistory->new(groups => [
@@ -83,6 +86,15 @@ our %DefaultEvents = (
     confirmed      => 'OrderConfirmed',
     pending_review => 'CheckoutPendingReview',
     declined       => 'CheckoutDeclined',
+);
+
+# The HTTP status of each outcome's reply.
+my %StatusOf = (
+    confirmed       => qr/^201$/,
+    requires_action => qr/^202$/,
+    pending_review  => qr/^202$/,
+    declined        => qr/^4\d\d$/,
+    failed          => qr/^5\d\d$/,
 );
 
 # An emitted event's id: "<parent ce_id>:<group>:<n>".
@@ -211,6 +223,10 @@ sub problems_in {
                           . "$was, then $r->{outcome}"
             if defined $was && $was ne $r->{outcome};
         $told{ $r->{id} } //= $r->{outcome};
+        my $want = $StatusOf{ $r->{outcome} };
+        push @unexpected, "unexpected: $r->{id}: the client was told "
+                          . "$r->{outcome} with HTTP $r->{status}"
+            if defined $r->{status} && $want && $r->{status} !~ $want;
     }
 
     my %by_ce;
