@@ -59,9 +59,8 @@ my $SpoolDir = tempdir('checkout-e2e-spool-XXXXXXXX', DIR => '/tmp',
                         CLEANUP => 1);
 $ENV{TEST_NGINX_SPOOL_DIR} = $SpoolDir;
 
-# Under valgrind nginx is several times slower: its budgets grow with it,
-# its wait for Redis too (its first command, the idempotency gate's, may
-# come before its connection is up).
+# Under valgrind nginx is several times slower: its budgets and its waits
+# for Redis grow with it.
 my $Slack = CheckoutTest::slack();
 $ENV{TEST_NGINX_E2E_BUDGET} = 3 * $Slack . 's';
 $ENV{TEST_NGINX_E2E_PAY_TIMEOUT} = 1000 * $Slack . 'ms';
