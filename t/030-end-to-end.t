@@ -35,8 +35,10 @@
 #                       receiver got since the block began, in order, with
 #                       the status it answered to each attempt; a group
 #                       without a line got nothing
-#   --- e2e_state       the state hash checkout:<id> once the worker is done
-#   --- e2e_status      GET /checkout/<id> then: 200 and its body
+#   --- e2e_state       the state hash checkout:<id> once the worker is
+#                       done, in e2e_reply's lines
+#   --- e2e_status      GET /checkout/<id> then: 200, and its body in
+#                       e2e_reply's lines
 #   --- e2e_retry       "replayed": the same request again gets the stored
 #                       reply; "runs again": it runs as a new checkout
 #
