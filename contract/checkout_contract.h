@@ -156,17 +156,16 @@
 /* --- delivery: what a receiver gets and may answer --------------------- */
 
 /*
- * The ce_ attributes as the worker's HTTP headers: X(NAME, field, header).
- * content-type and data are the request's Content-Type and body.
+ * The ce_ attributes as the worker's HTTP headers; content-type and data
+ * are the request's Content-Type and body.
  */
-#define CHECKOUT_CE_HEADERS(X)                                                \
-    X(SPECVERSION, CHECKOUT_CE_SPECVERSION, "ce-specversion")                 \
-    X(ID, CHECKOUT_CE_ID, "ce-id")                                            \
-    X(TYPE, CHECKOUT_CE_TYPE, "ce-type")                                      \
-    X(SOURCE, CHECKOUT_CE_SOURCE, "ce-source")                                \
-    X(TIME, CHECKOUT_CE_TIME, "ce-time")                                      \
-    X(SUBJECT, CHECKOUT_CE_SUBJECT, "ce-subject")                             \
-    X(SCHEMAVERSION, CHECKOUT_CE_SCHEMAVERSION, "ce-schemaversion")
+#define CHECKOUT_HEADER_SPECVERSION      "ce-specversion"
+#define CHECKOUT_HEADER_ID               "ce-id"
+#define CHECKOUT_HEADER_TYPE             "ce-type"
+#define CHECKOUT_HEADER_SOURCE           "ce-source"
+#define CHECKOUT_HEADER_TIME             "ce-time"
+#define CHECKOUT_HEADER_SUBJECT          "ce-subject"
+#define CHECKOUT_HEADER_SCHEMAVERSION    "ce-schemaversion"
 
 /* the request's Idempotency-Key: <group> ":" <ce_id> */
 #define CHECKOUT_DELIVERY_KEY_HEADER     "Idempotency-Key"

@@ -22,6 +22,8 @@
 #include <strings.h>
 #include <sys/un.h>
 
+#include "checkout_contract.h"
+
 #define CONFIG_MAX_FILE (1024 * 1024)   /* no config file comes near it */
 #define CONFIG_MAX_DURATION_MS (24LL * 3600 * 1000)
 #define CONFIG_MAX_KEEP_MS (365LL * 24 * 3600 * 1000) /* done-ttl, retention */
@@ -620,7 +622,7 @@ static workerConfig *configCreate(configParser *p) {
     cfg->retention_ms = 3600 * 1000;
     if ((cfg->admin.host = parserStrdup(p, "127.0.0.1")) == NULL ||
         (cfg->dead_letter_stream =
-             parserStrdup(p, "checkout:events:dlq")) == NULL ||
+             parserStrdup(p, CHECKOUT_DEAD_LETTER_DEFAULT)) == NULL ||
         (cfg->log = parserStrdup(p, "stderr")) == NULL) {
         configFree(cfg);
         return NULL;
@@ -681,8 +683,9 @@ static int finishGroup(configParser *p, const groupConfig *g) {
 
 /* The fields the nginx module keeps in a checkout's state hash, where each
  * group has a field of its own. */
+#define RESERVED(field) field,
 static const char *const reserved[] = {
-    "status", "orderId", "created", "updated", "step", "eventId", NULL
+    CHECKOUT_STATE_FIELDS(RESERVED) NULL
 };
 
 /* Ends the current group section, if any, and starts the one named 'name'
@@ -738,7 +741,7 @@ static int startGroup(configParser *p, const char *name) {
     g->backoff_cap_ms = 30 * 1000;
     g->min_idle_ms = 60 * 1000;
     if ((g->name = parserStrdup(p, name)) == NULL ||
-        (g->stream = parserStrdup(p, "checkout:events")) == NULL)
+        (g->stream = parserStrdup(p, CHECKOUT_STREAM_DEFAULT)) == NULL)
         return CONFIG_ERR;
     if ((g->schema_versions = malloc(sizeof(int))) == NULL)
         return parserOom(p);

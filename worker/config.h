@@ -2,8 +2,8 @@
  *
  * The file is redis.conf style: one directive per line, '#' comments, quoted
  * arguments. Global directives come first; "group NAME" starts a section
- * whose directives belong to that group until the next "group". The README
- * has the reference of every directive.
+ * whose directives belong to that group until the next "group".
+ * docs/worker.md has the reference of every directive.
  *
  * Ownership: configLoad() and configLoadString() return a workerConfig the
  * caller owns and releases with configFree(); every string and array in it
@@ -44,7 +44,7 @@ typedef struct groupConfig {
     long long backoff_base_ms;
     long long backoff_cap_ms;
     long long min_idle_ms;  /* pending entries idle longer are reclaimed */
-    int *schema_versions;   /* accepted ce_schemaversion majors, no repeats */
+    int *schema_versions;   /* accepted schema-version majors, no repeats */
     int nschema_versions;   /* at least 1 */
     char **types;           /* event types handled; NULL: every type */
     int ntypes;

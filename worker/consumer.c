@@ -9,6 +9,7 @@
 
 #include <event2/event.h>
 
+#include "checkout_contract.h"
 #include "log.h"
 #include "reclaim.h"
 #include "task.h"
@@ -168,8 +169,8 @@ int consumerInit(worker *w, group *g, groupConfig *cfg,
     g->lag = -1;
     strcpy(g->reclaim_cursor, "0-0");
     snprintf(g->reader_name, sizeof(g->reader_name), "reader %s", cfg->name);
-    snprintf(g->retry_key, sizeof(g->retry_key), "checkout:worker:retry:%s",
-             cfg->name);
+    snprintf(g->retry_key, sizeof(g->retry_key),
+             CHECKOUT_RETRY_KEY_PREFIX "%s", cfg->name);
     g->reader = linkCreate(w->base, w->cfg, g->reader_name,
                            CONSUMER_BLOCK_MS + 5000, readerState, g);
     if (reclaimInit(g) != 0 || g->reader == NULL) return -1;

@@ -1,11 +1,12 @@
 /* checkout-worker events: check a stream entry's fields against the
- * contract's rules before any delivery.
+ * contract's rules before any delivery (docs/contract.md, "Event
+ * validation").
  *
- * The ce_* values become HTTP headers (ce-id, ce-type, ...) and ce_id and
- * ce_subject also become parts of Redis key names, so they are held to
- * printable ASCII: a CR or LF would split a header, and a byte outside
- * ASCII has no agreed meaning in either place. ce_id and ce_subject may not
- * hold spaces either. */
+ * The CloudEvent attributes become HTTP headers, and the id and subject
+ * also become parts of Redis key names, so they are held to printable
+ * ASCII: a CR or LF would split a header, and a byte outside ASCII has no
+ * agreed meaning in either place. The id and the subject may not hold
+ * spaces either. */
 
 #define _POSIX_C_SOURCE 200809L
 
@@ -17,6 +18,8 @@
 #include <string.h>
 
 #include <yajl/yajl_parse.h>
+
+#include "checkout_contract.h"
 
 /* The fields read from an entry, in the order they are checked. */
 enum {
@@ -37,16 +40,16 @@ static const struct {
     fieldKind kind;
     int required;
 } fieldInfo[F_COUNT] = {
-    [F_SPECVERSION]   = {"ce_specversion", K_HEADER, 1},
-    [F_ID]            = {"ce_id", K_TOKEN, 1},
-    [F_TYPE]          = {"ce_type", K_HEADER, 1},
-    [F_SOURCE]        = {"ce_source", K_HEADER, 1},
-    [F_TIME]          = {"ce_time", K_HEADER, 0},
-    [F_SUBJECT]       = {"ce_subject", K_TOKEN, 1},
-    [F_SCHEMAVERSION] = {"ce_schemaversion", K_HEADER, 1},
-    [F_CONTENT_TYPE]  = {"content-type", K_HEADER, 0},
-    [F_DATA]          = {"data", K_DATA, 1},
-    [F_REPLAY_GROUP]  = {"replay_group", K_ANY, 0},
+    [F_SPECVERSION]   = {CHECKOUT_CE_SPECVERSION, K_HEADER, 1},
+    [F_ID]            = {CHECKOUT_CE_ID, K_TOKEN, 1},
+    [F_TYPE]          = {CHECKOUT_CE_TYPE, K_HEADER, 1},
+    [F_SOURCE]        = {CHECKOUT_CE_SOURCE, K_HEADER, 1},
+    [F_TIME]          = {CHECKOUT_CE_TIME, K_HEADER, 0},
+    [F_SUBJECT]       = {CHECKOUT_CE_SUBJECT, K_TOKEN, 1},
+    [F_SCHEMAVERSION] = {CHECKOUT_CE_SCHEMAVERSION, K_HEADER, 1},
+    [F_CONTENT_TYPE]  = {CHECKOUT_EVENT_CONTENT_TYPE, K_HEADER, 0},
+    [F_DATA]          = {CHECKOUT_EVENT_DATA, K_DATA, 1},
+    [F_REPLAY_GROUP]  = {CHECKOUT_EVENT_REPLAY_GROUP, K_ANY, 0},
 };
 
 /* The state of the JSON check of data: how deep the parser is. */
@@ -242,17 +245,19 @@ static int checkHeader(int f, const char *v, size_t len, char *err,
                               "malformed_event: bad byte 0x%02x in %s", c,
                               name);
     }
-    if (f == F_SPECVERSION && (len != 3 || memcmp(v, "1.0", 3) != 0))
+    if (f == F_SPECVERSION &&
+        (len != sizeof(CHECKOUT_CE_SPECVERSION_VALUE) - 1 ||
+         memcmp(v, CHECKOUT_CE_SPECVERSION_VALUE, len) != 0))
         return eventError(err, errlen, EVENT_MALFORMED,
-                          "malformed_event: ce_specversion must be 1.0");
+                          "malformed_event: %s must be %s", name,
+                          CHECKOUT_CE_SPECVERSION_VALUE);
     if (f == F_TIME && !isRfc3339(v, len))
         return eventError(err, errlen, EVENT_MALFORMED,
-                          "malformed_event: ce_time is not an RFC 3339 "
-                          "time");
+                          "malformed_event: %s is not an RFC 3339 time",
+                          name);
     if (f == F_SCHEMAVERSION && eventVersionMajor(v, len) < 0)
         return eventError(err, errlen, EVENT_MALFORMED,
-                          "malformed_event: ce_schemaversion must be N or "
-                          "N.M");
+                          "malformed_event: %s must be N or N.M", name);
     return EVENT_OK;
 }
 

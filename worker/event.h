@@ -1,9 +1,9 @@
 /* checkout-worker events: a stream entry's fields, checked before any
- * delivery (the contract's "Event validation").
+ * delivery (docs/contract.md, "Event validation").
  *
- * An entry holds the fields the nginx module writes (ce_specversion, ce_id,
- * ce_type, ce_source, ce_time, ce_subject, ce_schemaversion, content-type,
- * data) and, for a replayed dead letter, replay_group. Other fields are
+ * An entry holds the fields the nginx module writes (the CloudEvent
+ * attributes, content-type and data: checkout_contract.h) and, for a
+ * replayed dead letter, the group it is replayed for. Other fields are
  * ignored. An entry that breaks a rule is never delivered nor retried: the
  * error text, which starts with the contract's reason code, goes to the
  * dead-letter stream. */

@@ -18,107 +18,15 @@
 
 #include <event2/event.h>
 
+#include "consumers.lua.h"
+#include "due.lua.h"
 #include "log.h"
-#include "scripts.h"
+#include "reclaim.lua.h"
+#include "retention.lua.h"
+#include "script.h"
 #include "state.h"
 #include "task.h"
 #include "util.h"
-
-/* KEYS: stream, retry schedule, dead-letter stream. ARGV: group, consumer,
- * now ms, min-idle ms, count, now (RFC 3339), stream name.
- * Takes the due retries that are this consumer's, or whose consumer has
- * been silent for min-idle; returns {id, fields or nil, delivery count}. */
-static const char dueScript[] =
-    "local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[3], "
-    "  'LIMIT', 0, tonumber(ARGV[5])) "
-    "local out = {} "
-    "for _, id in ipairs(due) do "
-    "  local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1) "
-    "  if #p == 0 then "
-    "    redis.call('ZREM', KEYS[2], id) "
-    "  elseif p[1][2] == ARGV[2] or p[1][3] >= tonumber(ARGV[4]) then "
-    "    redis.call('ZREM', KEYS[2], id) "
-    "    local e = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id) "
-    "    if #e == 0 then "
-    LUA_DEAD_DELETED("KEYS[3]", "ARGV[1]", "ARGV[7]", "id", "p[1][4]",
-                     "ARGV[6]", "ARGV[2]")
-    "      out[#out + 1] = {id, false, p[1][4]} "
-    "    else "
-    "      out[#out + 1] = {id, e[1][2], p[1][4] + 1} "
-    "    end "
-    "  end "
-    "end "
-    "return out";
-
-/* KEYS: stream, retry schedule, dead-letter stream. ARGV: group, consumer,
- * min-idle ms, cursor, count, now (RFC 3339), stream name.
- * Returns {next cursor, {{id, fields or nil, delivery count}, ...}}. */
-static const char reclaimScript[] =
-    "local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], "
-    "  ARGV[4], 'COUNT', ARGV[5]) "
-    "local out = {} "
-    "for _, e in ipairs(r[2]) do "
-    "  local p = redis.call('XPENDING', KEYS[1], ARGV[1], e[1], e[1], 1) "
-    "  redis.call('ZREM', KEYS[2], e[1]) "
-    "  out[#out + 1] = {e[1], e[2], p[1] and p[1][4] or 1} "
-    "end "
-    "for _, id in ipairs(r[3] or {}) do "
-    "  redis.call('ZREM', KEYS[2], id) "
-    LUA_DEAD_DELETED("KEYS[3]", "ARGV[1]", "ARGV[7]", "id", "'unknown'",
-                     "ARGV[6]", "ARGV[2]")
-    "  out[#out + 1] = {id, false, 0} "
-    "end "
-    "return {r[1], out}";
-
-/* KEYS: stream. ARGV: the id below which age alone allows trimming
- * ("<now - retention>-0"). Trims below the oldest entry any group of the
- * stream (ours or not) still needs: its oldest pending entry, or the one
- * after its last-delivered id. Returns the number of entries trimmed. */
-static const char retentionScript[] =
-    "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
-    "local groups = redis.call('XINFO', 'GROUPS', KEYS[1]) "
-    "if #groups == 0 then return 0 end "
-    "local dash = string.find(ARGV[1], '-', 1, true) "
-    "local bms = tonumber(string.sub(ARGV[1], 1, dash - 1)) "
-    "local bseq = 0 "
-    "local function consider(id, inc) "
-    "  local d = string.find(id, '-', 1, true) "
-    "  local ms = tonumber(string.sub(id, 1, d - 1)) "
-    "  local seq = tonumber(string.sub(id, d + 1)) + inc "
-    "  if ms < bms or (ms == bms and seq < bseq) then "
-    "    bms, bseq = ms, seq "
-    "  end "
-    "end "
-    "for _, g in ipairs(groups) do "
-    "  local t = {} "
-    "  for i = 1, #g, 2 do t[g[i]] = g[i + 1] end "
-    "  if t['pending'] > 0 then "
-    "    consider(redis.call('XPENDING', KEYS[1], t['name'])[2], 0) "
-    "  else "
-    "    consider(t['last-delivered-id'], 1) "
-    "  end "
-    "end "
-    "return redis.call('XTRIM', KEYS[1], 'MINID', "
-    "  string.format('%.0f-%.0f', bms, bseq))";
-
-/* KEYS: stream. ARGV: group, this consumer, idle ms.
- * Deletes the group's consumers that have nothing pending and have been
- * silent that long: the names of workers gone (hostname:pid is new with
- * each start). One with entries pending stays until reclaim empties it.
- * Returns how many went. */
-static const char consumersScript[] =
-    "local n = 0 "
-    "for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], "
-    "    ARGV[1])) do "
-    "  local t = {} "
-    "  for i = 1, #c, 2 do t[c[i]] = c[i + 1] end "
-    "  if t['pending'] == 0 and t['idle'] > tonumber(ARGV[3]) and "
-    "      t['name'] ~= ARGV[2] then "
-    "    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], t['name']) "
-    "    n = n + 1 "
-    "  end "
-    "end "
-    "return n";
 
 #define CONSUMER_FORGET_MS (3600 * 1000)
 
@@ -174,43 +82,39 @@ static void onDue(redisLink *l, redisReply *reply, void *privdata) {
     if (usable(g, reply, "claiming due retries")) adoptAll(g, reply, "retry");
 }
 
-static void scriptArgs(const group *g, const char *script, const char **argv,
-                       char *now) {
-    formatTime(now, 40, nowMs());
-    argv[0] = "EVAL";
-    argv[1] = script;
-    argv[2] = "3";
-    argv[3] = g->cfg->stream;
-    argv[4] = g->retry_key;
-    argv[5] = g->w->cfg->dead_letter_stream;
-    argv[6] = g->cfg->name;
-    argv[7] = g->w->consumer;
-}
-
-/* Claims the group's retries that are due: as many as there is room for,
- * plus those this worker holds (the due script must hand them back however
- * full the buffer is, or a subject waiting behind one would wait for
- * good). */
+/* Claims the group's retries that are due (lua/due.lua): as many as there
+ * is room for, plus those this worker holds (the due script must hand them
+ * back however full the buffer is, or a subject waiting behind one would
+ * wait for good). */
 void reclaimDue(group *g) {
     char nowms[24], idle[24], count[16], now[40];
-    const char *argv[13];
+    long long ms = nowMs();
+    scriptCmd s;
     int n = taskRoom(g);
 
     if (n > g->cfg->concurrency) n = g->cfg->concurrency;
     n += taskHeldDue(g);
     if (g->w->stopping || g->paused || !g->created || g->claiming || n == 0)
         return;
-    scriptArgs(g, dueScript, argv, now);
-    snprintf(nowms, sizeof(nowms), "%lld", nowMs());
-    snprintf(idle, sizeof(idle), "%lld", g->cfg->min_idle_ms);
-    snprintf(count, sizeof(count), "%d", n);
-    argv[8] = nowms;
-    argv[9] = idle;
-    argv[10] = count;
-    argv[11] = now;
-    argv[12] = g->cfg->stream;
-    if (linkCommandStrings(g->w->cmd, onDue, g, 13, argv) == 0)
-        g->claiming = 1;
+    if (scriptInit(&s, SCRIPT_DUE_LUA, SCRIPT_DUE_NUMKEYS,
+                   SCRIPT_DUE_ARGC) == 0) {
+        formatTime(now, sizeof(now), ms);
+        snprintf(nowms, sizeof(nowms), "%lld", ms);
+        snprintf(idle, sizeof(idle), "%lld", g->cfg->min_idle_ms);
+        snprintf(count, sizeof(count), "%d", n);
+        scriptSet(&s, SCRIPT_DUE_STREAM, g->cfg->stream);
+        scriptSet(&s, SCRIPT_DUE_RETRIES, g->retry_key);
+        scriptSet(&s, SCRIPT_DUE_DLQ, g->w->cfg->dead_letter_stream);
+        scriptSet(&s, SCRIPT_DUE_GROUP, g->cfg->name);
+        scriptSet(&s, SCRIPT_DUE_CONSUMER, g->w->consumer);
+        scriptSet(&s, SCRIPT_DUE_NOW_MS, nowms);
+        scriptSet(&s, SCRIPT_DUE_MIN_IDLE, idle);
+        scriptSet(&s, SCRIPT_DUE_COUNT, count);
+        scriptSet(&s, SCRIPT_DUE_NOW, now);
+        scriptSet(&s, SCRIPT_DUE_STREAM_NAME, g->cfg->stream);
+        if (scriptSend(&s, g->w->cmd, onDue, g) == 0) g->claiming = 1;
+    }
+    scriptFree(&s);
 }
 
 static void onReclaim(redisLink *l, redisReply *reply, void *privdata) {
@@ -233,27 +137,37 @@ static void onReclaim(redisLink *l, redisReply *reply, void *privdata) {
     if (g->reclaim_more) reclaimIdle(g);
 }
 
-/* One XAUTOCLAIM page per call, going on from the cursor the last one
- * returned ("0-0" again once the pending list was walked through). */
+/* One XAUTOCLAIM page per call (lua/reclaim.lua), going on from the
+ * cursor the last one returned ("0-0" again once the pending list was
+ * walked through). */
 void reclaimIdle(group *g) {
     char idle[24], count[16], now[40];
-    const char *argv[13];
+    scriptCmd s;
     int n = taskRoom(g);
 
     if (g->w->stopping || g->paused || !g->created || g->reclaiming ||
         n == 0)
         return;
-    scriptArgs(g, reclaimScript, argv, now);
-    snprintf(idle, sizeof(idle), "%lld", g->cfg->min_idle_ms);
-    snprintf(count, sizeof(count), "%d", n);
-    argv[8] = idle;
-    argv[9] = g->reclaim_cursor;
-    argv[10] = count;
-    g->reclaim_count = n;
-    argv[11] = now;
-    argv[12] = g->cfg->stream;
-    if (linkCommandStrings(g->w->cmd, onReclaim, g, 13, argv) == 0)
-        g->reclaiming = 1;
+    if (scriptInit(&s, SCRIPT_RECLAIM_LUA, SCRIPT_RECLAIM_NUMKEYS,
+                   SCRIPT_RECLAIM_ARGC) == 0) {
+        formatTime(now, sizeof(now), nowMs());
+        snprintf(idle, sizeof(idle), "%lld", g->cfg->min_idle_ms);
+        snprintf(count, sizeof(count), "%d", n);
+        g->reclaim_count = n;
+        scriptSet(&s, SCRIPT_RECLAIM_STREAM, g->cfg->stream);
+        scriptSet(&s, SCRIPT_RECLAIM_RETRIES, g->retry_key);
+        scriptSet(&s, SCRIPT_RECLAIM_DLQ, g->w->cfg->dead_letter_stream);
+        scriptSet(&s, SCRIPT_RECLAIM_GROUP, g->cfg->name);
+        scriptSet(&s, SCRIPT_RECLAIM_CONSUMER, g->w->consumer);
+        scriptSet(&s, SCRIPT_RECLAIM_MIN_IDLE, idle);
+        scriptSet(&s, SCRIPT_RECLAIM_CURSOR, g->reclaim_cursor);
+        scriptSet(&s, SCRIPT_RECLAIM_COUNT, count);
+        scriptSet(&s, SCRIPT_RECLAIM_NOW, now);
+        scriptSet(&s, SCRIPT_RECLAIM_STREAM_NAME, g->cfg->stream);
+        if (scriptSend(&s, g->w->cmd, onReclaim, g) == 0)
+            g->reclaiming = 1;
+    }
+    scriptFree(&s);
 }
 
 /* ----------------------------------------------------------- retention */
@@ -279,31 +193,44 @@ static void onRetention(redisLink *l, redisReply *reply, void *privdata) {
                reply->integer, stream);
 }
 
-/* Trims each stream the groups read, once; and deletes the consumers of
- * gone workers. */
+/* Trims each stream the groups read, once (lua/retention.lua); and
+ * deletes the consumers of gone workers (lua/consumers.lua). */
 void retentionRun(worker *w) {
     char cutoff[40], idle[24];
+    scriptCmd s;
     int i, j;
 
     if (w->stopping) return;
     snprintf(idle, sizeof(idle), "%d", CONSUMER_FORGET_MS);
     for (i = 0; i < w->ngroups; i++) {
         group *g = &w->groups[i];
-        const char *argv[7] = {"EVAL", consumersScript, "1", g->cfg->stream,
-                               g->cfg->name, w->consumer, idle};
 
-        if (g->created) linkCommandStrings(w->cmd, onConsumers, g, 7, argv);
+        if (!g->created) continue;
+        if (scriptInit(&s, SCRIPT_CONSUMERS_LUA, SCRIPT_CONSUMERS_NUMKEYS,
+                       SCRIPT_CONSUMERS_ARGC) == 0) {
+            scriptSet(&s, SCRIPT_CONSUMERS_STREAM, g->cfg->stream);
+            scriptSet(&s, SCRIPT_CONSUMERS_GROUP, g->cfg->name);
+            scriptSet(&s, SCRIPT_CONSUMERS_CONSUMER, w->consumer);
+            scriptSet(&s, SCRIPT_CONSUMERS_IDLE, idle);
+            scriptSend(&s, w->cmd, onConsumers, g);
+        }
+        scriptFree(&s);
     }
     snprintf(cutoff, sizeof(cutoff), "%lld-0",
              nowMs() - w->cfg->retention_ms);
     for (i = 0; i < w->ngroups; i++) {
         const char *stream = w->groups[i].cfg->stream;
-        const char *argv[5] = {"EVAL", retentionScript, "1", stream, cutoff};
 
         for (j = 0; j < i; j++)
             if (strcmp(w->groups[j].cfg->stream, stream) == 0) break;
         if (j < i) continue;
-        linkCommandStrings(w->cmd, onRetention, (void *)stream, 5, argv);
+        if (scriptInit(&s, SCRIPT_RETENTION_LUA, SCRIPT_RETENTION_NUMKEYS,
+                       SCRIPT_RETENTION_ARGC) == 0) {
+            scriptSet(&s, SCRIPT_RETENTION_STREAM, stream);
+            scriptSet(&s, SCRIPT_RETENTION_MIN_ID, cutoff);
+            scriptSend(&s, w->cmd, onRetention, (void *)stream);
+        }
+        scriptFree(&s);
     }
 }
 

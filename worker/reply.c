@@ -25,6 +25,8 @@
 #include <yajl/yajl_gen.h>
 #include <yajl/yajl_parse.h>
 
+#include "checkout_contract.h"
+
 #define REPLY_MAX_VERSION 32    /* bytes of an emit's schemaversion */
 
 /* The member whose value comes next, in the reply (depth 1) or in one of
@@ -44,14 +46,19 @@ static const struct {
     member m;
     int depth;
 } members[] = {
-    {"checkoutStatus", M_STATUS, 1}, {"orderId", M_ORDER, 1},
-    {"emit", M_EMIT, 1}, {"type", M_TYPE, 3}, {"data", M_DATA, 3},
-    {"schemaversion", M_VERSION, 3}
+    {CHECKOUT_REPLY_STATUS, M_STATUS, 1},
+    {CHECKOUT_REPLY_ORDER_ID, M_ORDER, 1},
+    {CHECKOUT_REPLY_EMIT, M_EMIT, 1},
+    {CHECKOUT_EMIT_TYPE, M_TYPE, 3},
+    {CHECKOUT_EMIT_DATA, M_DATA, 3},
+    {CHECKOUT_EMIT_SCHEMAVERSION, M_VERSION, 3}
 };
 
-static const char *statuses[] = {
-    "confirmed", "declined", "requires_action", "pending_review", "failed"
-};
+/* The outcomes, as a list and as the text of an error: ", a, b" */
+#define STATUS_NAME(name, outcome) outcome,
+#define STATUS_LISTED(name, outcome) ", " outcome
+static const char *statuses[] = {CHECKOUT_OUTCOMES(STATUS_NAME)};
+static const char statusList[] = CHECKOUT_OUTCOMES(STATUS_LISTED);
 
 /* What a parser event is: a scalar, or the start of a container. */
 typedef enum valueKind {
@@ -150,7 +157,7 @@ static void replyMember(replyParser *p, valueKind kind,
     switch (p->member) {
     case M_STATUS:
         if (kind != V_STRING) {
-            bad(p, "checkoutStatus is not a string");
+            bad(p, "%s is not a string", CHECKOUT_REPLY_STATUS);
             break;
         }
         for (i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++)
@@ -158,23 +165,23 @@ static void replyMember(replyParser *p, valueKind kind,
                 memcmp(statuses[i], s, len) == 0)
                 break;
         if (i == sizeof(statuses) / sizeof(statuses[0]))
-            bad(p, "checkoutStatus is not one of confirmed, declined, "
-                "requires_action, pending_review, failed");
+            bad(p, "%s is not one of%s", CHECKOUT_REPLY_STATUS,
+                statusList + 1);
         else
             setString(p, &r->checkout_status, s, len);
         break;
     case M_ORDER:
         if (kind != V_STRING)
-            bad(p, "orderId is not a string");
+            bad(p, "%s is not a string", CHECKOUT_REPLY_ORDER_ID);
         else if (!isText(s, len))
-            bad(p, "orderId must be 1 to %d printable ASCII characters",
-                REPLY_MAX_TEXT);
+            bad(p, "%s must be 1 to %d printable ASCII characters",
+                CHECKOUT_REPLY_ORDER_ID, REPLY_MAX_TEXT);
         else
             setString(p, &r->order_id, s, len);
         break;
     case M_EMIT:
         if (kind != V_ARRAY) {
-            bad(p, "emit is not an array");
+            bad(p, "%s is not an array", CHECKOUT_REPLY_EMIT);
             break;
         }
         r->emit = calloc(REPLY_MAX_EMIT, sizeof(*r->emit));
@@ -190,9 +197,11 @@ static void replyMember(replyParser *p, valueKind kind,
 static void emitElement(replyParser *p, valueKind kind) {
     p->emit_index++;
     if (p->emit_index >= REPLY_MAX_EMIT) {
-        bad(p, "emit has more than %d entries", REPLY_MAX_EMIT);
+        bad(p, "%s has more than %d entries", CHECKOUT_REPLY_EMIT,
+            REPLY_MAX_EMIT);
     } else if (kind != V_MAP) {
-        bad(p, "emit[%d] is not an object", p->emit_index);
+        bad(p, "%s[%d] is not an object", CHECKOUT_REPLY_EMIT,
+            p->emit_index);
     } else {
         p->r->nemit++;
         p->emit_seen = 0;
@@ -210,10 +219,11 @@ static void emitMember(replyParser *p, valueKind kind,
     switch (p->member) {
     case M_TYPE:
         if (kind != V_STRING)
-            bad(p, "emit[%d].type is not a string", i);
+            bad(p, "%s[%d].%s is not a string", CHECKOUT_REPLY_EMIT, i,
+                CHECKOUT_EMIT_TYPE);
         else if (!isText(s, len))
-            bad(p, "emit[%d].type must be 1 to %d printable ASCII "
-                "characters", i, REPLY_MAX_TEXT);
+            bad(p, "%s[%d].%s must be 1 to %d printable ASCII characters",
+                CHECKOUT_REPLY_EMIT, i, CHECKOUT_EMIT_TYPE, REPLY_MAX_TEXT);
         else
             setString(p, &e->type, s, len);
         break;
@@ -224,10 +234,12 @@ static void emitMember(replyParser *p, valueKind kind,
         return;
     case M_VERSION:
         if (kind != V_STRING)
-            bad(p, "emit[%d].schemaversion is not a string", i);
+            bad(p, "%s[%d].%s is not a string", CHECKOUT_REPLY_EMIT, i,
+                CHECKOUT_EMIT_SCHEMAVERSION);
         else if (len > REPLY_MAX_VERSION ||
                  eventVersionMajor((const char *)s, len) < 0)
-            bad(p, "emit[%d].schemaversion must be N or N.M", i);
+            bad(p, "%s[%d].%s must be N or N.M", CHECKOUT_REPLY_EMIT, i,
+                CHECKOUT_EMIT_SCHEMAVERSION);
         else
             setString(p, &e->schemaversion, s, len);
         break;
@@ -321,7 +333,8 @@ static int onEnd(replyParser *p, int map) {
         replyEmit *e = &p->r->emit[p->r->nemit - 1];
 
         if (e->type == NULL)
-            bad(p, "emit[%d] has no type", p->emit_index);
+            bad(p, "%s[%d] has no %s", CHECKOUT_REPLY_EMIT, p->emit_index,
+                CHECKOUT_EMIT_TYPE);
         if (e->data == NULL && (e->data = copyString(
                 (const unsigned char *)"{}", 2)) == NULL) {
             p->oom = 1;
@@ -354,8 +367,8 @@ static int onKey(void *ctx, const unsigned char *key, size_t len) {
             if (p->depth == 1)
                 bad(p, "duplicate %s", members[i].name);
             else
-                bad(p, "duplicate emit[%d].%s", p->emit_index,
-                    members[i].name);
+                bad(p, "duplicate %s[%d].%s", CHECKOUT_REPLY_EMIT,
+                    p->emit_index, members[i].name);
         } else {
             *seen |= members[i].m;
             p->member = members[i].m;

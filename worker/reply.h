@@ -2,7 +2,7 @@
  *
  * A reply whose Content-Type is application/json (or any +json type) and
  * whose body is a JSON object may carry "checkoutStatus", "orderId" and
- * "emit" (the contract's "Delivery" section). Anything else in a 2xx reply
+ * "emit" (docs/contract.md, "Delivery"). Anything else in a 2xx reply
  * (another content type, an empty body, invalid JSON, a JSON value that is
  * not an object, unknown members) asks for nothing: the delivery is done.
  * An object whose known members have the wrong type or value is a bad reply:

@@ -1,14 +1,15 @@
 /* What moves a held entry on, each step one Lua script so that Redis sees
- * it whole: the begin check (done record), the outcome (ack + done record +
- * state + emitted events, or the retry schedule, or the dead letter), and
- * the touch that keeps held entries from looking idle. Each call reports
- * what Redis did to its caller's callback (state.h); the outcome's log
- * line is the caller's, a script that fails is logged here.
+ * it whole (lua/begin.lua, finish.lua, retry.lua, dead.lua, touch.lua): the
+ * begin check (done record), the outcome (ack + done record + state +
+ * emitted events, or the retry schedule, or the dead letter), and the
+ * touch that keeps held entries from looking idle. Each call reports what
+ * Redis did to its caller's callback (state.h); the outcome's log line is
+ * the caller's, a script that fails is logged here.
  *
  * Keys: the group's stream, its retry schedule, the dead-letter stream, the
- * done record checkout:worker:done:<group>:<ce_id> and the checkout's
- * state hash checkout:<ce_subject> (written only while it exists: it
- * expires with the checkout, and the worker does not bring it back). */
+ * done record and the checkout's state hash (docs/contract.md), the latter
+ * written only while it exists: it expires with the checkout, and the
+ * worker does not bring it back. */
 
 #define _POSIX_C_SOURCE 200809L
 
@@ -18,118 +19,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "begin.lua.h"
+#include "checkout_contract.h"
+#include "dead.lua.h"
+#include "finish.lua.h"
 #include "log.h"
-#include "scripts.h"
+#include "retry.lua.h"
+#include "script.h"
+#include "touch.lua.h"
 #include "util.h"
-
-/* KEYS: stream, done record, state hash. ARGV: group, id, attempt,
- * consumer. 1: done already (and now acknowledged); 2: no longer this
- * consumer's (acknowledged by an earlier outcome whose reply was lost, or
- * taken over by another consumer); 3: deleted from the stream meanwhile
- * (the copy held is dead-lettered); 0: go on. */
-static const char beginScript[] =
-    "if redis.call('EXISTS', KEYS[2]) == 1 then "
-    "  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) "
-    "  return 1 "
-    "end "
-    "local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1) "
-    "if #p == 0 or p[1][2] ~= ARGV[4] then return 2 end "
-    "if #redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2]) == 0 then "
-    "  return 3 "
-    "end "
-    "if ARGV[3] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then "
-    "  redis.call('HSET', KEYS[3], ARGV[1], 'pending') "
-    "end "
-    "return 0";
-
-/* KEYS: stream, done record, state hash, retry schedule. ARGV: group, id,
- * done TTL ms, now, checkoutStatus or '', orderId or '', parent ce_id,
- * subject, emit count, then type, data, schema version per emit.
- * 1: done; 0: an earlier attempt had finished it (acknowledged only). */
-static const char finishScript[] =
-    "redis.call('ZREM', KEYS[4], ARGV[2]) "
-    "if not redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3], 'NX') then "
-    "  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) "
-    "  return 0 "
-    "end "
-    "for i = 1, tonumber(ARGV[9]) do "
-    "  local b = 9 + (i - 1) * 3 "
-    "  redis.call('XADD', KEYS[1], '*', 'ce_specversion', '1.0', "
-    "    'ce_id', ARGV[7] .. ':' .. ARGV[1] .. ':' .. i, "
-    "    'ce_type', ARGV[b + 1], "
-    "    'ce_source', 'checkout-worker/' .. ARGV[1], 'ce_time', ARGV[4], "
-    "    'ce_subject', ARGV[8], 'ce_schemaversion', ARGV[b + 3], "
-    "    'content-type', 'application/json', 'data', ARGV[b + 2]) "
-    "end "
-    "redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) "
-    "if redis.call('EXISTS', KEYS[3]) == 1 then "
-    "  redis.call('HSET', KEYS[3], ARGV[1], 'done') "
-    "  if ARGV[5] ~= '' then "
-    "    redis.call('HSET', KEYS[3], 'status', ARGV[5], 'updated', ARGV[4]) "
-    "  end "
-    "  if ARGV[6] ~= '' then redis.call('HSET', KEYS[3], 'orderId', ARGV[6]) "
-    "  end "
-    "end "
-    "return 1";
-
-/* KEYS: retry schedule, state hash. ARGV: group, id, due time ms. */
-static const char retryScript[] =
-    "redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2]) "
-    "if redis.call('EXISTS', KEYS[2]) == 1 then "
-    "  redis.call('HSET', KEYS[2], ARGV[1], 'retrying') "
-    "end "
-    "return 1";
-
-/* KEYS: stream, dead-letter stream, state hash or '', retry schedule.
- * ARGV: group, id, error, attempts, failed_at, consumer, stream name, then
- * the entry's own fields. */
-static const char deadScript[] =
-    "local f = {} "
-    "for i = 8, #ARGV do f[#f + 1] = ARGV[i] end "
-    "for _, v in ipairs({'group', ARGV[1], 'stream', ARGV[7], "
-    "    'error', ARGV[3], 'attempts', ARGV[4], 'original_id', ARGV[2], "
-    "    'failed_at', ARGV[5], 'consumer', ARGV[6]}) do "
-    "  f[#f + 1] = v "
-    "end "
-    "redis.call('XADD', KEYS[2], '*', unpack(f)) "
-    "redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) "
-    "redis.call('ZREM', KEYS[4], ARGV[2]) "
-    "if KEYS[3] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then "
-    "  redis.call('HSET', KEYS[3], ARGV[1], 'dead') "
-    "end "
-    "return 1";
-
-/* KEYS: stream, dead-letter stream, retry schedule. ARGV: group,
- * consumer, now (RFC 3339), stream name, then the ids held.
- * Claims each held entry again (JUSTID: the delivery count stays) if it is
- * still this consumer's and still in the stream; dead-letters one deleted
- * meanwhile. Returns {ids no longer ours, ids deleted}. */
-static const char touchScript[] =
-    "local gone, deleted = {}, {} "
-    "for i = 5, #ARGV do "
-    "  local id = ARGV[i] "
-    "  local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1) "
-    "  if #p == 0 or p[1][2] ~= ARGV[2] then "
-    "    gone[#gone + 1] = id "
-    "  elseif #redis.call('XRANGE', KEYS[1], id, id) == 0 then "
-    "    redis.call('XACK', KEYS[1], ARGV[1], id) "
-    "    redis.call('ZREM', KEYS[3], id) "
-    LUA_DEAD_DELETED("KEYS[2]", "ARGV[1]", "ARGV[4]", "id", "p[1][4]",
-                     "ARGV[3]", "ARGV[2]")
-    "    deleted[#deleted + 1] = id "
-    "  else "
-    "    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'JUSTID') "
-    "  end "
-    "end "
-    "return {gone, deleted}";
-
-/* An argument vector being built: NUL-terminated copies are not needed,
- * the strings outlive the call (hiredis formats the command at once). */
-typedef struct args {
-    const char **argv;
-    size_t *lens;
-    int argc, cap;
-} args;
 
 /* A step's command out for a task: how to read its reply, whom to tell. */
 typedef struct stateCall {
@@ -145,48 +43,14 @@ typedef struct touchCall {
     stateTouchedProc *fn;
 } touchCall;
 
-/* Makes room for 'cap' arguments, the first two for EVAL and the script.
- * Returns 0, or -1 when out of memory. */
-static int argsInit(args *a, int cap) {
-    a->argv = malloc(sizeof(char *) * (size_t)cap);
-    a->lens = malloc(sizeof(size_t) * (size_t)cap);
-    a->argc = 2;
-    a->cap = cap;
-    return a->argv && a->lens ? 0 : -1;
-}
-
-static void argsAdd(args *a, const char *s, size_t len) {
-    if (a->argc < a->cap) {
-        a->argv[a->argc] = s;
-        a->lens[a->argc++] = len;
-    }
-}
-
-static void argsStr(args *a, const char *s) {
-    argsAdd(a, s, strlen(s));
-}
-
-/* Puts EVAL and 'script' in the two first slots. */
-static void argsEval(args *a, const char *script) {
-    a->argv[0] = "EVAL";
-    a->lens[0] = 4;
-    a->argv[1] = script;
-    a->lens[1] = strlen(script);
-}
-
-static void argsFree(args *a) {
-    free(a->argv);
-    free(a->lens);
-}
-
 static void keyDone(char *buf, size_t size, const task *t) {
-    snprintf(buf, size, "checkout:worker:done:%s:%s", t->g->cfg->name,
+    snprintf(buf, size, CHECKOUT_DONE_KEY_PREFIX "%s:%s", t->g->cfg->name,
              t->ev.id);
 }
 
 static void keyState(char *buf, size_t size, const task *t) {
     if (t->has_event)
-        snprintf(buf, size, "checkout:%s", t->ev.subject);
+        snprintf(buf, size, CHECKOUT_STATE_KEY_PREFIX "%s", t->ev.subject);
     else
         buf[0] = '\0';
 }
@@ -261,11 +125,11 @@ static int stepSend(task *t, int argc, const char **argv, const size_t *lens,
     return -1;
 }
 
-/* Sends EVAL 'script' with the arguments of 'a' as stepSend() does. */
-static int stepEval(task *t, const char *script, args *a, const char *step,
+/* Sends the script command 's' as stepSend() does, once it is whole. */
+static int stepEval(task *t, const scriptCmd *s, const char *step,
                     stateOutcome ok, stateDoneProc *fn) {
-    argsEval(a, script);
-    return stepSend(t, a->argc, a->argv, a->lens, step, ok, fn);
+    if (scriptCheck(s) != 0) return -1;
+    return stepSend(t, s->argc, s->argv, s->lens, step, ok, fn);
 }
 
 /* --------------------------------------------------------------- steps */
@@ -275,26 +139,24 @@ static int stepEval(task *t, const char *script, args *a, const char *step,
  * checkout's task pending. Returns 0, or -1 (see stepSend). */
 int stateBegin(task *t, stateDoneProc *fn) {
     char done[700], state[400], attempt[16];
-    args a;
-    int rc;
+    scriptCmd s;
+    int rc = -1;
 
-    if (argsInit(&a, 10) != 0) {
-        argsFree(&a);
-        return -1;
+    if (scriptInit(&s, SCRIPT_BEGIN_LUA, SCRIPT_BEGIN_NUMKEYS,
+                   SCRIPT_BEGIN_ARGC) == 0) {
+        keyDone(done, sizeof(done), t);
+        keyState(state, sizeof(state), t);
+        snprintf(attempt, sizeof(attempt), "%d", t->attempt);
+        scriptSet(&s, SCRIPT_BEGIN_STREAM, t->g->cfg->stream);
+        scriptSet(&s, SCRIPT_BEGIN_DONE, done);
+        scriptSet(&s, SCRIPT_BEGIN_STATE, state);
+        scriptSet(&s, SCRIPT_BEGIN_GROUP, t->g->cfg->name);
+        scriptSet(&s, SCRIPT_BEGIN_ID, t->id);
+        scriptSet(&s, SCRIPT_BEGIN_ATTEMPT, attempt);
+        scriptSet(&s, SCRIPT_BEGIN_CONSUMER, t->g->w->consumer);
+        rc = stepEval(t, &s, "begin", STATE_BEGUN, fn);
     }
-    keyDone(done, sizeof(done), t);
-    keyState(state, sizeof(state), t);
-    snprintf(attempt, sizeof(attempt), "%d", t->attempt);
-    argsStr(&a, "3");
-    argsStr(&a, t->g->cfg->stream);
-    argsStr(&a, done);
-    argsStr(&a, state);
-    argsStr(&a, t->g->cfg->name);
-    argsStr(&a, t->id);
-    argsStr(&a, attempt);
-    argsStr(&a, t->g->w->consumer);
-    rc = stepEval(t, beginScript, &a, "begin", STATE_BEGUN, fn);
-    argsFree(&a);
+    scriptFree(&s);
     return rc;
 }
 
@@ -303,40 +165,42 @@ int stateBegin(task *t, stateDoneProc *fn) {
  * stepSend). */
 int stateFinish(task *t, const handlerReply *reply, stateDoneProc *fn) {
     char done[700], state[400], ttl[24], now[40], nemit[16];
-    args a;
-    int i, rc;
+    scriptCmd s;
+    int i, at, rc = -1;
 
-    if (argsInit(&a, 16 + 3 * reply->nemit) != 0) {
-        argsFree(&a);
-        return -1;
+    if (scriptInit(&s, SCRIPT_FINISH_LUA, SCRIPT_FINISH_NUMKEYS,
+                   SCRIPT_FINISH_ARGC + 3 * reply->nemit) == 0) {
+        keyDone(done, sizeof(done), t);
+        keyState(state, sizeof(state), t);
+        snprintf(ttl, sizeof(ttl), "%lld", t->g->w->cfg->done_ttl_ms);
+        formatTime(now, sizeof(now), nowMs());
+        snprintf(nemit, sizeof(nemit), "%d", reply->nemit);
+        scriptSet(&s, SCRIPT_FINISH_STREAM, t->g->cfg->stream);
+        scriptSet(&s, SCRIPT_FINISH_DONE, done);
+        scriptSet(&s, SCRIPT_FINISH_STATE, state);
+        scriptSet(&s, SCRIPT_FINISH_RETRIES, t->g->retry_key);
+        scriptSet(&s, SCRIPT_FINISH_GROUP, t->g->cfg->name);
+        scriptSet(&s, SCRIPT_FINISH_ID, t->id);
+        scriptSet(&s, SCRIPT_FINISH_DONE_TTL, ttl);
+        scriptSet(&s, SCRIPT_FINISH_NOW, now);
+        scriptSet(&s, SCRIPT_FINISH_CHECKOUT_STATUS,
+                  reply->checkout_status ? reply->checkout_status : "");
+        scriptSet(&s, SCRIPT_FINISH_ORDER_ID,
+                  reply->order_id ? reply->order_id : "");
+        scriptSet(&s, SCRIPT_FINISH_PARENT_ID, t->ev.id);
+        scriptSet(&s, SCRIPT_FINISH_SUBJECT, t->ev.subject);
+        scriptSet(&s, SCRIPT_FINISH_EMIT_COUNT, nemit);
+        for (i = 0; i < reply->nemit; i++) {
+            at = SCRIPT_FINISH_FIRST_EMIT + 3 * i;
+            scriptSet(&s, at, reply->emit[i].type);
+            scriptSet(&s, at + 1, reply->emit[i].data);
+            scriptSet(&s, at + 2, reply->emit[i].schemaversion
+                                      ? reply->emit[i].schemaversion
+                                      : CHECKOUT_SCHEMA_VERSION);
+        }
+        rc = stepEval(t, &s, "finish", STATE_DONE, fn);
     }
-    keyDone(done, sizeof(done), t);
-    keyState(state, sizeof(state), t);
-    snprintf(ttl, sizeof(ttl), "%lld", t->g->w->cfg->done_ttl_ms);
-    formatTime(now, sizeof(now), nowMs());
-    snprintf(nemit, sizeof(nemit), "%d", reply->nemit);
-    argsStr(&a, "4");
-    argsStr(&a, t->g->cfg->stream);
-    argsStr(&a, done);
-    argsStr(&a, state);
-    argsStr(&a, t->g->retry_key);
-    argsStr(&a, t->g->cfg->name);
-    argsStr(&a, t->id);
-    argsStr(&a, ttl);
-    argsStr(&a, now);
-    argsStr(&a, reply->checkout_status ? reply->checkout_status : "");
-    argsStr(&a, reply->order_id ? reply->order_id : "");
-    argsStr(&a, t->ev.id);
-    argsStr(&a, t->ev.subject);
-    argsStr(&a, nemit);
-    for (i = 0; i < reply->nemit; i++) {
-        argsStr(&a, reply->emit[i].type);
-        argsStr(&a, reply->emit[i].data);
-        argsStr(&a, reply->emit[i].schemaversion
-                        ? reply->emit[i].schemaversion : "1");
-    }
-    rc = stepEval(t, finishScript, &a, "finish", STATE_DONE, fn);
-    argsFree(&a);
+    scriptFree(&s);
     return rc;
 }
 
@@ -344,23 +208,21 @@ int stateFinish(task *t, const handlerReply *reply, stateDoneProc *fn) {
  * checkout's task retrying. Returns 0, or -1 (see stepSend). */
 int stateRetry(task *t, stateDoneProc *fn) {
     char state[400], due[24];
-    args a;
-    int rc;
+    scriptCmd s;
+    int rc = -1;
 
-    if (argsInit(&a, 8) != 0) {
-        argsFree(&a);
-        return -1;
+    if (scriptInit(&s, SCRIPT_RETRY_LUA, SCRIPT_RETRY_NUMKEYS,
+                   SCRIPT_RETRY_ARGC) == 0) {
+        keyState(state, sizeof(state), t);
+        snprintf(due, sizeof(due), "%lld", t->due_ms);
+        scriptSet(&s, SCRIPT_RETRY_RETRIES, t->g->retry_key);
+        scriptSet(&s, SCRIPT_RETRY_STATE, state);
+        scriptSet(&s, SCRIPT_RETRY_GROUP, t->g->cfg->name);
+        scriptSet(&s, SCRIPT_RETRY_ID, t->id);
+        scriptSet(&s, SCRIPT_RETRY_DUE, due);
+        rc = stepEval(t, &s, "retry", STATE_RETRYING, fn);
     }
-    keyState(state, sizeof(state), t);
-    snprintf(due, sizeof(due), "%lld", t->due_ms);
-    argsStr(&a, "2");
-    argsStr(&a, t->g->retry_key);
-    argsStr(&a, state);
-    argsStr(&a, t->g->cfg->name);
-    argsStr(&a, t->id);
-    argsStr(&a, due);
-    rc = stepEval(t, retryScript, &a, "retry", STATE_RETRYING, fn);
-    argsFree(&a);
+    scriptFree(&s);
     return rc;
 }
 
@@ -369,32 +231,32 @@ int stateRetry(task *t, stateDoneProc *fn) {
  * marked dead. Returns 0, or -1 (see stepSend). */
 int stateDead(task *t, const char *error, stateDoneProc *fn) {
     char state[400], attempts[16], failed_at[40];
-    args a;
+    scriptCmd s;
     size_t i;
-    int rc;
+    int rc = -1;
 
-    if (argsInit(&a, 16 + (int)t->nfields) != 0) {
-        argsFree(&a);
-        return -1;
+    if (scriptInit(&s, SCRIPT_DEAD_LUA, SCRIPT_DEAD_NUMKEYS,
+                   SCRIPT_DEAD_ARGC + (int)t->nfields) == 0) {
+        keyState(state, sizeof(state), t);
+        snprintf(attempts, sizeof(attempts), "%d", t->attempt);
+        formatTime(failed_at, sizeof(failed_at), nowMs());
+        scriptSet(&s, SCRIPT_DEAD_STREAM, t->g->cfg->stream);
+        scriptSet(&s, SCRIPT_DEAD_DLQ, t->g->w->cfg->dead_letter_stream);
+        scriptSet(&s, SCRIPT_DEAD_STATE, state);
+        scriptSet(&s, SCRIPT_DEAD_RETRIES, t->g->retry_key);
+        scriptSet(&s, SCRIPT_DEAD_GROUP, t->g->cfg->name);
+        scriptSet(&s, SCRIPT_DEAD_ID, t->id);
+        scriptSet(&s, SCRIPT_DEAD_REASON, error);
+        scriptSet(&s, SCRIPT_DEAD_ATTEMPTS, attempts);
+        scriptSet(&s, SCRIPT_DEAD_FAILED_AT, failed_at);
+        scriptSet(&s, SCRIPT_DEAD_CONSUMER, t->g->w->consumer);
+        scriptSet(&s, SCRIPT_DEAD_STREAM_NAME, t->g->cfg->stream);
+        for (i = 0; i < t->nfields; i++)
+            scriptSetLen(&s, SCRIPT_DEAD_FIRST_FIELD + (int)i, t->fields[i],
+                         t->lens[i]);
+        rc = stepEval(t, &s, "dead-letter", STATE_DEAD, fn);
     }
-    keyState(state, sizeof(state), t);
-    snprintf(attempts, sizeof(attempts), "%d", t->attempt);
-    formatTime(failed_at, sizeof(failed_at), nowMs());
-    argsStr(&a, "4");
-    argsStr(&a, t->g->cfg->stream);
-    argsStr(&a, t->g->w->cfg->dead_letter_stream);
-    argsStr(&a, state);
-    argsStr(&a, t->g->retry_key);
-    argsStr(&a, t->g->cfg->name);
-    argsStr(&a, t->id);
-    argsStr(&a, error);
-    argsStr(&a, attempts);
-    argsStr(&a, failed_at);
-    argsStr(&a, t->g->w->consumer);
-    argsStr(&a, t->g->cfg->stream);
-    for (i = 0; i < t->nfields; i++) argsAdd(&a, t->fields[i], t->lens[i]);
-    rc = stepEval(t, deadScript, &a, "dead-letter", STATE_DEAD, fn);
-    argsFree(&a);
+    scriptFree(&s);
     return rc;
 }
 
@@ -447,32 +309,33 @@ static void onTouch(redisLink *l, redisReply *reply, void *privdata) {
 void stateTouch(group *g, stateTouchedProc *fn) {
     char now[40];
     const task *t;
-    touchCall *tc;
-    args a;
-    int n = 0;
+    touchCall *tc = NULL;
+    scriptCmd s;
+    int n = 0, i = 0;
 
     for (t = g->tasks; t; t = t->next) n++;
     if (n == 0 || g->touching) return;
-    if (argsInit(&a, n + 9) != 0 || (tc = malloc(sizeof(*tc))) == NULL) {
-        argsFree(&a);
+    if (scriptInit(&s, SCRIPT_TOUCH_LUA, SCRIPT_TOUCH_NUMKEYS,
+                   SCRIPT_TOUCH_ARGC + n) != 0 ||
+        (tc = malloc(sizeof(*tc))) == NULL) {
+        scriptFree(&s);
         return;
     }
     tc->g = g;
     tc->fn = fn;
     formatTime(now, sizeof(now), nowMs());
-    argsStr(&a, "3");
-    argsStr(&a, g->cfg->stream);
-    argsStr(&a, g->w->cfg->dead_letter_stream);
-    argsStr(&a, g->retry_key);
-    argsStr(&a, g->cfg->name);
-    argsStr(&a, g->w->consumer);
-    argsStr(&a, now);
-    argsStr(&a, g->cfg->stream);
-    for (t = g->tasks; t; t = t->next) argsStr(&a, t->id);
-    argsEval(&a, touchScript);
-    if (linkCommand(g->w->cmd, onTouch, tc, a.argc, a.argv, a.lens) == 0)
+    scriptSet(&s, SCRIPT_TOUCH_STREAM, g->cfg->stream);
+    scriptSet(&s, SCRIPT_TOUCH_DLQ, g->w->cfg->dead_letter_stream);
+    scriptSet(&s, SCRIPT_TOUCH_RETRIES, g->retry_key);
+    scriptSet(&s, SCRIPT_TOUCH_GROUP, g->cfg->name);
+    scriptSet(&s, SCRIPT_TOUCH_CONSUMER, g->w->consumer);
+    scriptSet(&s, SCRIPT_TOUCH_NOW, now);
+    scriptSet(&s, SCRIPT_TOUCH_STREAM_NAME, g->cfg->stream);
+    for (t = g->tasks; t; t = t->next)
+        scriptSet(&s, SCRIPT_TOUCH_FIRST_ID + i++, t->id);
+    if (scriptSend(&s, g->w->cmd, onTouch, tc) == 0)
         g->touching = 1;
     else
         free(tc);
-    argsFree(&a);
+    scriptFree(&s);
 }

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "checkout_contract.h"
 #include "deliver.h"
 #include "log.h"
 #include "reply.h"
@@ -267,8 +268,8 @@ static void logTask(logLevel level, const task *t, const char *result) {
     logStart(level);
     logStr("group", t->g->cfg->name);
     logStr("id", t->id);
-    if (t->ev.id) logStr("ce_id", t->ev.id);
-    if (t->ev.type) logStr("ce_type", t->ev.type);
+    if (t->ev.id) logStr(CHECKOUT_CE_ID, t->ev.id);
+    if (t->ev.type) logStr(CHECKOUT_CE_TYPE, t->ev.type);
     logInt("attempt", t->attempt);
     logStr("result", result);
 }
@@ -304,7 +305,7 @@ void taskDeleted(group *g, const char *id, const char *via) {
     logStr("group", g->cfg->name);
     logStr("id", id);
     logStr("result", "deleted");
-    logStr("error", "deleted_before_delivery");
+    logStr("error", CHECKOUT_DEAD_DELETED);
     logStr("via", via);
     logEnd();
     if (t && (t->state == TASK_WAITING || t->state == TASK_RETRYING))
@@ -368,7 +369,7 @@ static void taskOutcome(task *t, stateOutcome outcome) {
             taskDeliver(t);
         return;
     case STATE_DELETED:
-        taskDead(t, "deleted_before_delivery");
+        taskDead(t, CHECKOUT_DEAD_DELETED);
         return;
     case STATE_RELEASED:
         logTask(LOG_INFO, t, "released");
@@ -586,14 +587,14 @@ static void taskDeliver(task *t) {
 
     snprintf(key, sizeof(key), "%s:%s", g->cfg->name, ev->id);
     headers[n++] = header("Content-Type", ev->content_type);
-    headers[n++] = header("ce-specversion", ev->specversion);
-    headers[n++] = header("ce-id", ev->id);
-    headers[n++] = header("ce-type", ev->type);
-    headers[n++] = header("ce-source", ev->source);
-    if (ev->time) headers[n++] = header("ce-time", ev->time);
-    headers[n++] = header("ce-subject", ev->subject);
-    headers[n++] = header("ce-schemaversion", ev->schemaversion);
-    headers[n++] = header("Idempotency-Key", key);
+    headers[n++] = header(CHECKOUT_HEADER_SPECVERSION, ev->specversion);
+    headers[n++] = header(CHECKOUT_HEADER_ID, ev->id);
+    headers[n++] = header(CHECKOUT_HEADER_TYPE, ev->type);
+    headers[n++] = header(CHECKOUT_HEADER_SOURCE, ev->source);
+    if (ev->time) headers[n++] = header(CHECKOUT_HEADER_TIME, ev->time);
+    headers[n++] = header(CHECKOUT_HEADER_SUBJECT, ev->subject);
+    headers[n++] = header(CHECKOUT_HEADER_SCHEMAVERSION, ev->schemaversion);
+    headers[n++] = header(CHECKOUT_DELIVERY_KEY_HEADER, key);
     headers[n] = NULL;
 
     rc = 0;

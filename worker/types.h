@@ -80,7 +80,7 @@ typedef void groupSettledProc(group *g);
 struct group {
     worker *w;
     groupConfig *cfg;
-    char retry_key[512];        /* checkout:worker:retry:<group> */
+    char retry_key[512];        /* its retry schedule (the contract) */
     int paused;                 /* commands.c: PAUSE, RESUME */
 
     /* consumer.c: the group in Redis, and reading */
