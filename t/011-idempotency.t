@@ -37,14 +37,8 @@ $ENV{TEST_NGINX_SPOOL_DIR} = $SpoolDir;
 
 CheckoutTest::use_mock_services();
 
-# The counted services' port: not the mock services' one, nor Redis'.
-{
-    my $p;
-    do { $p = CheckoutTest::free_port() }
-        while $p == $ENV{TEST_NGINX_BACKEND_PORT}
-              || $p == $ENV{TEST_NGINX_REDIS_PORT};
-    $ENV{TEST_NGINX_IDEM_PORT} ||= $p;
-}
+# The counted services' port (free_port() never gives one twice).
+$ENV{TEST_NGINX_IDEM_PORT} ||= CheckoutTest::free_port();
 
 our $Cart = '{"customerId":"cus_1","currency":"EUR",'
           . '"items":[{"sku":"book-1","quantity":2,"unitPrice":1250}],'

@@ -46,6 +46,8 @@ use Time::HiRes qw(time sleep);
 use Errno qw(EAGAIN EWOULDBLOCK EINTR);
 use Test::More ();
 
+use CheckoutProc ();
+
 our @EXPORT_OK = qw(free_port define_check json_decode json_path
                     http_request http_connect http_send_recv run_clients
                     post_checkout at_conf_line id_re);
@@ -60,21 +62,7 @@ my $CANON = JSON::PP->new->canonical->allow_nonref;
 
 sub id_re { $ID_RE }
 
-# A TCP port nothing listens on now, below the ephemeral range so that
-# nginx's own outgoing connections never take it.
-sub free_port {
-    for (1 .. 200) {
-        my $port = 20000 + int(rand(12000));
-        my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
-                                      LocalPort => $port,
-                                      Proto => 'tcp', Listen => 1,
-                                      ReuseAddr => 1);
-        next unless $s;
-        close $s;
-        return $port;
-    }
-    die "no free port found\n";
-}
+sub free_port { CheckoutProc::free_port() }
 
 sub client_port {
     for my $f (qw(main::server_port_for_client
@@ -96,10 +84,15 @@ sub define_check {
 
 sub install {
     return if $Installed++;
-    my $add = Test::Nginx::Socket->can('add_response_body_check')
-              || main->can('add_response_body_check')
-        or die "the runner has no add_response_body_check()\n";
-    $add->(\&_body_check);
+    runner_hook('add_response_body_check')->(\&_body_check);
+}
+
+# One of the runner's functions for extensions (add_block_preprocessor,
+# add_response_body_check), whichever runner loaded the suite.
+sub runner_hook {
+    my ($name) = @_;
+    return Test::Nginx::Socket->can($name) || main->can($name)
+        || die "the runner has no $name()\n";
 }
 
 sub json_decode {
@@ -662,10 +655,7 @@ sub relax_timing {
 sub use_mock_services {
     my (%o) = @_;
     $ENV{TEST_NGINX_BACKEND_PORT} ||= free_port();
-    my $add = main->can('add_block_preprocessor')
-              || Test::Nginx::Socket->can('add_block_preprocessor')
-        or die "the runner has no add_block_preprocessor()\n";
-    $add->(sub {
+    runner_hook('add_block_preprocessor')->(sub {
         my ($block) = @_;
         my $hc = $block->http_config;
         $block->set_value(http_config =>
