@@ -134,10 +134,12 @@ start=$(date +%s%N)
 worker_pid=$!
 wait_for checkout-worker "$worker_pid" worker redis-cli -p 6487 ping
 
-# Deliveries so far, summed over the groups; empty when INFO fails.
+# Deliveries so far, summed over the groups' succeeded= fields; fails
+# when the admin port does not answer.
 succeeded() {
-    redis-cli -p 6487 info groups 2>/dev/null |
-        grep -o 'succeeded=[0-9]*' | awk -F= '{ s += $2 } END { print s + 0 }'
+    local info
+    info=$(redis-cli -p 6487 info groups 2>/dev/null) || return 1
+    awk -F'succeeded=' 'NF > 1 { s += $2 + 0 } END { print s + 0 }' <<< "$info"
 }
 want=$((events * groups))
 last=-1
