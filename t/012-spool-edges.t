@@ -154,7 +154,7 @@ sub post {
     my $res = CheckoutTest::http_request(
         method => 'POST', uri => $o{uri} || '/checkout',
         body => defined $o{body} ? $o{body} : $Cart,
-        headers => \@h, close => 1, timeout => 5 * CheckoutTest::slack());
+        headers => \@h, close => 1, timeout => 5);
     $res->{doc} = CheckoutTest::json_decode($res->{body} // '') || {};
     return $res;
 }
@@ -335,7 +335,7 @@ CheckoutTest::define_check(oom => sub {
              CheckoutEvents::error_log_lines();
     }, 5 * CheckoutTest::slack());
     Test::More::ok($refused, "$name - the replay was refused with OOM, at warn level");
-    sleep 1.2;    # one more round
+    sleep 1.2 * CheckoutTest::slack();    # one more round
     my @files = CheckoutEvents::spool_files();
     Test::More::is(scalar(grep { /\.rejected$/ } @files), 0,
                    "$name - the file is not set aside") or Test::More::diag("@files");
@@ -451,7 +451,7 @@ sub keyed_checkout_redis_gone {
     }, 2 * CheckoutTest::slack());
     CheckoutRedis::stop();    # while the payment step runs
 
-    my $r = CheckoutTest::http_send_recv($sock, '', 5 * CheckoutTest::slack());
+    my $r = CheckoutTest::http_send_recv($sock, '', 5);
     close $sock;
     my $d = CheckoutTest::json_decode($r->{body} // '') || {};
     my $id = $d->{checkoutId} // 'none';

@@ -40,6 +40,7 @@ package CheckoutProc;
 #                        passed; returns its last value
 #   free_port()          a TCP port nobody listens on, never the same twice
 #                        in one process
+#   port_is_free($port)  whether nobody listens on the TCP port
 
 use strict;
 use warnings;
@@ -147,7 +148,7 @@ sub _sys_prctl {
     return $SysPrctl;
 }
 
-# ---- the end of the test -------------------------------------------------------
+# ---- the end of the test ---------------------------------------------------
 
 my @AtExit;    # [pid that added it, sub]
 my $SignalsHooked;
@@ -182,7 +183,7 @@ sub _hook_signals {
 
 END { _run_at_exit() }
 
-# ---- waits and ports ---------------------------------------------------------------
+# ---- waits and ports -------------------------------------------------------
 
 sub wait_for {
     my ($cond, $timeout, $every) = @_;
@@ -211,19 +212,24 @@ sub free_port {
 
     for (1 .. 1000) {
         my $port = 10000 + int rand($top - 10000 + 1);
-        next if $nginx{$port} || $Given{$port};
-        # With SO_REUSEADDR, Linux refuses the bind only while someone
-        # listens there (on any address), which is exactly the question.
-        my $probe = IO::Socket::INET->new(LocalAddr => '0.0.0.0',
-                                          LocalPort => $port,
-                                          Proto => 'tcp', ReuseAddr => 1,
-                                          Listen => 1)
-            or next;
-        close $probe;
+        next if $nginx{$port} || $Given{$port} || !port_is_free($port);
         $Given{$port} = 1;
         return $port;
     }
     croak "CheckoutProc: no free TCP port found";
+}
+
+# With SO_REUSEADDR, Linux refuses the bind only while someone listens there
+# (on any address), which is exactly the question (TIME_WAIT leftovers of an
+# earlier server do not count: it binds over them too).
+sub port_is_free {
+    my ($port) = @_;
+    my $probe = IO::Socket::INET->new(LocalAddr => '0.0.0.0',
+                                      LocalPort => $port, Proto => 'tcp',
+                                      ReuseAddr => 1, Listen => 1)
+        or return 0;
+    close $probe;
+    return 1;
 }
 
 1;
