@@ -21,7 +21,8 @@ package CheckoutProc;
 #                        s (0 by default: just look): its wait status ($?),
 #                        -1 when it is no child of ours any more (reaped
 #                        elsewhere), undef while it runs
-#   stop($pid, %o)       signal => 'TERM' to the child's process group and
+#   stop($pid, %o)       (a child spawn()ed in a group of its own)
+#                        signal => 'TERM' to the child's process group and
 #                        CONT (a stopped process acts on it only once it
 #                        runs); after bound => 5 s, KILL; then KILL to
 #                        whatever is left of the group. Returns the status
