@@ -54,10 +54,11 @@ CheckoutTest::define_check(healthy_after_disconnect => sub {
         my $sock = CheckoutTest::http_connect();
         syswrite($sock, CheckoutTest::build_request(uri => '/checkout-slow',
                                                     body => $CART));
-        Time::HiRes::sleep(0.1);
+        Time::HiRes::sleep(0.1 * CheckoutTest::slack());
         close $sock;    # gone while the payment step is still running
     }
-    Time::HiRes::sleep(0.7);    # past the step's 500 ms deadline
+    # past the step's 500 ms deadline
+    Time::HiRes::sleep(0.7 * CheckoutTest::slack());
     my $sock = CheckoutTest::http_connect();
     for my $i (1 .. 3) {
         my $res = CheckoutTest::http_send_recv($sock,
@@ -207,8 +208,6 @@ step-was-called
 
 
 === TEST 5: the budget runs out across three slow-ish steps: 504
-(Its shape depends on 300 ms steps taking 300 ms, which valgrind does not
-keep; TEST 6 takes the budget path under valgrind too.)
 --- config
     location = /checkout {
         checkout;
@@ -217,8 +216,6 @@ keep; TEST 6 takes the budget path under valgrind too.)
         checkout_step authorize /_svc/pay/slow;
         checkout_step create    /_svc/orders/slow;
     }
---- skip_eval
-1: $ENV{TEST_NGINX_USE_VALGRIND}
 --- request
 POST /checkout
 {"customerId":"cus_1"}

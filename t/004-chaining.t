@@ -29,8 +29,10 @@ sub deep_is {
                    CheckoutTest::canon($want), $desc);
 }
 
+# $lo and $hi in ms at scale 1 (CheckoutTest::slack()).
 sub budget_between {
     my ($name, $doc, $lo, $hi, $what) = @_;
+    ($lo, $hi) = map { $_ * CheckoutTest::slack() } $lo, $hi;
     my $b = ref $doc eq 'HASH' ? $doc->{budgetMs} : undef;
     Test::More::ok(defined $b && CheckoutTest::json_type($b) eq 'integer'
                    && $b > $lo && $b <= $hi,

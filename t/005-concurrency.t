@@ -31,7 +31,7 @@ CheckoutTest::define_check(burst_200 => sub {
     my $name = $block->name;
     my $t0 = Time::HiRes::time();
     my @res = CheckoutTest::run_clients(
-        conns => 200, requests => 1, timeout => 20 * CheckoutTest::slack(),
+        conns => 200, requests => 1, timeout => 20,
         make => sub { my ($c) = @_; (uri => '/checkout', body => cart($c)) });
     my $elapsed = Time::HiRes::time() - $t0;
 
@@ -78,7 +78,7 @@ CheckoutTest::define_check(keepalive_mix => sub {
     my $name = $block->name;
     my $t0 = Time::HiRes::time();
     my @res = CheckoutTest::run_clients(
-        conns => 20, requests => 10, timeout => 20 * CheckoutTest::slack(),
+        conns => 20, requests => 10, timeout => 20,
         make => sub {
             my ($c, $seq) = @_;
             my $m = $MIX[($c + $seq) % @MIX];

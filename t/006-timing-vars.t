@@ -6,6 +6,7 @@ use Test::Nginx::Socket 'no_plan';
 use FindBin ();
 BEGIN { push @INC, "$FindBin::Bin/lib" }
 use CheckoutTest ();
+use CheckoutProc ();
 use Test::More ();
 use File::Temp ();
 use Time::HiRes ();
@@ -57,17 +58,15 @@ CheckoutTest::define_check(vars_match_reply => sub {
     }
 });
 
+# The access log's lines, once there are $want of them (or 2 s passed).
 sub read_log_lines {
     my ($want) = @_;
     my @lines;
-    for (1 .. 40) {
-        if (open my $in, '<', $ENV{TEST_NGINX_CHECKOUT_LOG}) {
-            @lines = <$in>;
-            close $in;
-        }
-        last if @lines >= $want;
-        Time::HiRes::sleep(0.05);
-    }
+    CheckoutProc::wait_for(sub {
+        open my $in, '<', $ENV{TEST_NGINX_CHECKOUT_LOG} or return 0;
+        @lines = <$in>;
+        @lines >= $want;
+    }, 2 * CheckoutTest::slack());
     chomp @lines;
     return @lines;
 }

@@ -110,7 +110,7 @@ CheckoutTest::define_check(paused_then_resumed => sub {
     my ($block) = @_;
     my $name = $block->name;
     my $margin = 0.4 * CheckoutTest::slack();
-    my $timeout = $block->redis_timeout_s // 0.1;
+    my $timeout = ($block->redis_timeout_s // 0.1) * CheckoutTest::slack();
 
     CheckoutRedis::pause();
     for my $i (1 .. 2) {

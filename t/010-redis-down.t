@@ -170,7 +170,7 @@ CheckoutTest::define_check(stopped_then_restarted => sub {
 CheckoutTest::define_check(paused_then_resumed => sub {
     my ($block, $body, $doc) = @_;
     my $name = $block->name;
-    my $timeout = $block->redis_timeout_s // 0.1;
+    my $timeout = ($block->redis_timeout_s // 0.1) * CheckoutTest::slack();
     @Ids = ([$doc->{checkoutId}, '/checkout']);
     CheckoutEvents::exactly_once("$name - the first event is in the stream",
                                  [$doc->{checkoutId}], CheckoutEvents::counts());
@@ -321,7 +321,7 @@ CheckoutTest::define_check(bad_line => sub {
 
     CheckoutRedis::restart();
     CheckoutEvents::wait_for_events([$id], 12);
-    sleep 2.5;    # a few more replay rounds
+    sleep 2.5 * CheckoutTest::slack();    # a few more replay rounds
     CheckoutEvents::exactly_once("$name - the good event is in the stream once",
                                  [$id], CheckoutEvents::counts());
     Test::More::is(CheckoutRedis::hgetall("checkout:$id")->{status},
@@ -388,7 +388,7 @@ CheckoutTest::define_check(one_connection_per_worker => sub {
     my $name = $block->name;
     my @c;
     CheckoutRedis::wait_for(sub { @c = other_clients(); @c >= 2 }, 3);
-    sleep 0.3;    # and no more than that
+    sleep 0.3 * CheckoutTest::slack();    # and no more than that
     @c = other_clients();
     my $want = $Test::Nginx::Util::UseValgrind ? 1 : 2;
     Test::More::is(scalar @c, $want, "$name - $want connections to Redis")

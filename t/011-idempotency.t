@@ -21,6 +21,7 @@ use Test::Nginx::Socket 'no_plan';
 use FindBin ();
 BEGIN { push @INC, "$FindBin::Bin/lib" }
 use CheckoutTest ();
+use CheckoutProc ();
 use CheckoutRedis ();
 use File::Path ();
 use File::Temp qw(tempdir);
@@ -37,14 +38,8 @@ $ENV{TEST_NGINX_SPOOL_DIR} = $SpoolDir;
 
 CheckoutTest::use_mock_services();
 
-# The counted services' port: not the mock services' one, nor Redis'.
-{
-    my $p;
-    do { $p = CheckoutTest::free_port() }
-        while $p == $ENV{TEST_NGINX_BACKEND_PORT}
-              || $p == $ENV{TEST_NGINX_REDIS_PORT};
-    $ENV{TEST_NGINX_IDEM_PORT} ||= $p;
-}
+# The counted services' port (free_port() never gives one twice).
+$ENV{TEST_NGINX_IDEM_PORT} ||= CheckoutTest::free_port();
 
 our $Cart = '{"customerId":"cus_1","currency":"EUR",'
           . '"items":[{"sku":"book-1","quantity":2,"unitPrice":1250}],'
@@ -152,7 +147,7 @@ sub post {
     my $res = CheckoutTest::http_request(
         method => 'POST', uri => $o{uri} || '/checkout',
         body => defined $o{body} ? $o{body} : $Cart,
-        headers => \@h, close => 1, timeout => 5 * CheckoutTest::slack());
+        headers => \@h, close => 1, timeout => 5);
     $res->{doc} = CheckoutTest::json_decode($res->{body} // '') || {};
     return $res;
 }
@@ -172,7 +167,7 @@ sub calls {
 # How many calls match $re, once a step that wrongly ran would have logged.
 sub ncalls {
     my ($re) = @_;
-    sleep 0.1;
+    sleep 0.1 * CheckoutTest::slack();
     return scalar(calls($re));
 }
 
@@ -347,7 +342,8 @@ CheckoutTest::define_check(in_use => sub {
         body => $Cart, close => 1,
         headers => ['Idempotency-Key: busy-1', 'X-Pay: wait600ms']);
     syswrite($sock, $req) == length $req or Test::More::fail("$name - send: $!");
-    CheckoutRedis::wait_for(sub { scalar idem_records() }, 2);
+    CheckoutRedis::wait_for(sub { scalar idem_records() },
+                            2 * CheckoutTest::slack());
 
     my $t0 = time;
     my $r2 = post(key => 'busy-1', pay => 'ok');
@@ -356,9 +352,10 @@ CheckoutTest::define_check(in_use => sub {
     Test::More::cmp_ok(time - $t0, '<', 0.4 * CheckoutTest::slack(), "$name - 409 at once, not after the first");
 
     # checkout_timeout 3s: the key is held for 3 s + 30 s
+    my $hold = (3 * CheckoutTest::slack() + 30) * 1000;
     my @rec = idem_records();
     my $pttl = @rec ? CheckoutRedis::cmd('PTTL', $rec[0]) : -2;
-    Test::More::ok($pttl > 31_000 && $pttl <= 33_000,
+    Test::More::ok($pttl > $hold - 2000 && $pttl <= $hold,
                    "$name - a running checkout holds its key for its budget plus 30 s")
         or Test::More::diag("PTTL: $pttl");
 
@@ -379,7 +376,7 @@ CheckoutTest::define_check(burst_one_key => sub {
     my ($block) = @_;
     my $name = $block->name;
     my @res = CheckoutTest::run_clients(
-        conns => 50, requests => 1, timeout => 10 * CheckoutTest::slack(),
+        conns => 50, requests => 1, timeout => 10,
         make => sub { (uri => '/checkout', body => $Cart,
                        headers => ['Idempotency-Key: burst-1', 'X-Pay: wait300ms']) });
     Test::More::is(scalar(@res), 50, "$name - 50 replies");
@@ -571,7 +568,8 @@ CheckoutTest::define_check(failed_released => sub {
     my ($block, $body, $doc) = @_;
     my $name = $block->name;
     # a payment cut off at its deadline is logged when it ends
-    CheckoutRedis::wait_for(sub { calls(qr{^/pay/}) >= 1 }, 2);
+    CheckoutRedis::wait_for(sub { calls(qr{^/pay/}) >= 1 },
+                            2 * CheckoutTest::slack());
     Test::More::is(scalar(idem_records()), 0, "$name - the key's record is gone");
     my $r = post(key => 'retry-me', pay => 'ok');
     is_original($name, $r, 201, 'the retry with the same key');
@@ -594,7 +592,8 @@ CheckoutTest::define_check(outcome_kept => sub {
              'Retry-After' => '5')
           : ());
     # a payment cut off at its deadline is logged when it ends
-    CheckoutRedis::wait_for(sub { calls(qr{^/pay/}) >= 1 }, 2);
+    CheckoutRedis::wait_for(sub { calls(qr{^/pay/}) >= 1 },
+                            2 * CheckoutTest::slack());
     my $n = ncalls(qr{^/pay/});
     Test::More::is($n, 1, "$name - the first request called the payment service");
     my $r = post(key => 'final-1', pay => 'ok');
@@ -676,13 +675,12 @@ CheckoutTest::define_check(redis_paused => sub {
 
     # "nothing was done": the retry Retry-After invites runs the checkout
     my $retry;
-    my $deadline = time + 4;
     sleep 1.1;
-    while (1) {
+    # every 0.3 s while nginx makes its Redis connection again
+    CheckoutProc::wait_for(sub {
         $retry = post(key => 'slow-redis-1', pay => 'ok');
-        last if ($retry->{status} // 0) != 503 || time > $deadline;
-        sleep 0.3;    # nginx is making its Redis connection again
-    }
+        ($retry->{status} // 0) != 503;
+    }, 4 * CheckoutTest::slack(), 0.3);
     is_original($name, $retry, 201, 'the retry after Retry-After, Redis answering again')
         or Test::More::diag("in Redis: " . join "", Test::More::explain({ map {
             ($_ => { %{ CheckoutRedis::hgetall($_) },
@@ -703,7 +701,8 @@ sub record_spooled {
         body => $Cart, close => 1,
         headers => ['Idempotency-Key: spooled-1', 'X-Pay: wait600ms']);
     syswrite($sock, $req) == length $req or Test::More::fail("$name - send: $!");
-    CheckoutRedis::wait_for(sub { scalar idem_records() }, 2);
+    CheckoutRedis::wait_for(sub { scalar idem_records() },
+                            2 * CheckoutTest::slack());
     CheckoutRedis::stop();    # while the payment step runs
 
     my $r1 = CheckoutTest::http_send_recv($sock, '', 5);

@@ -11,8 +11,8 @@
 #   - a large spool replays in batches while live checkouts answer at once;
 #   - a late spooled idempotency record leaves a newer checkout's key alone;
 #   - an Idempotency-Key that is not printable ASCII is no key;
-#   - a relative checkout_spool is under nginx's prefix; an unwritable one
-#     is said at start.
+#   - a relative checkout_spool is resolved against nginx's prefix; an
+#     unwritable one is said at start.
 #
 # What the blocks look at is what an operator sees: the replies, Redis, the
 # files in the spool directory and the error log.  Redis is stopped,
@@ -30,6 +30,8 @@ BEGIN { push @INC, "$FindBin::Bin/lib" }
 use CheckoutTest ();
 use CheckoutRedis ();
 use CheckoutEvents ();
+use CheckoutProc ();
+use File::Basename ();
 use File::Path ();
 use File::Temp qw(tempdir);
 use Test::More ();
@@ -47,11 +49,19 @@ our $Margin = 0.5 * CheckoutTest::slack();
 
 my $ID = CheckoutTest::id_re();
 
-# The relative spool directory of TEST 7, under nginx's prefix (the server
-# root): made before each block, since nginx checks it when it starts.
-our $RelSpool = 'spool-rel';
+# The relative spool directory of TEST 7, resolved against nginx's prefix
+# (the server root): "../<server root's name>.spool-rel", beside the server
+# root rather than in it, since CPAN's runner removes the server root before
+# each block and bails out when it holds anything the runner did not make.
+# Made once (nginx checks it when it starts), emptied before each block,
+# removed at the end.
+our $RelSpool = '../' . File::Basename::basename(server_root()) . '.spool-rel';
+$ENV{TEST_NGINX_REL_SPOOL} = $RelSpool;
 
 sub rel_spool_dir { server_root() . "/$RelSpool" }
+
+File::Path::make_path(rel_spool_dir());
+CheckoutProc::at_exit(sub { File::Path::remove_tree(rel_spool_dir()) });
 
 # TEST 8: a spool directory the worker cannot write.  chmod does not stop
 # root (the workers run as root here when the tests do), so as root it is
@@ -76,7 +86,6 @@ add_block_preprocessor(sub {
     CheckoutRedis::cmd('CONFIG', 'SET', 'maxmemory-policy', 'noeviction');
 
     my $rel = rel_spool_dir();
-    File::Path::make_path($rel);
     opendir my $dh, $rel or die "$rel: $!";
     unlink map { "$rel/$_" } grep { !/^\.\.?$/ } readdir $dh;
     closedir $dh;
@@ -89,15 +98,8 @@ add_block_preprocessor(sub {
 
 CheckoutEvents::setup();
 
-# The port of this file's own services: neither the mock services' nor
-# Redis'.
-{
-    my $p;
-    do { $p = CheckoutTest::free_port() }
-        while $p == $ENV{TEST_NGINX_BACKEND_PORT}
-              || $p == $ENV{TEST_NGINX_REDIS_PORT};
-    $ENV{TEST_NGINX_DOC_PORT} ||= $p;
-}
+# The port of this file's own services (free_port() never gives one twice).
+$ENV{TEST_NGINX_DOC_PORT} ||= CheckoutTest::free_port();
 
 # /_doc/doc answers with the step document it was sent (without echoing any
 # header: a header with a byte over 0x7e would make its reply invalid
@@ -152,7 +154,7 @@ sub post {
     my $res = CheckoutTest::http_request(
         method => 'POST', uri => $o{uri} || '/checkout',
         body => defined $o{body} ? $o{body} : $Cart,
-        headers => \@h, close => 1, timeout => 5 * CheckoutTest::slack());
+        headers => \@h, close => 1, timeout => 5);
     $res->{doc} = CheckoutTest::json_decode($res->{body} // '') || {};
     return $res;
 }
@@ -175,17 +177,6 @@ sub write_gone_file {
 sub lines_of {
     my ($id) = @_;
     return grep { index($_, $id) >= 0 } CheckoutEvents::spool_lines();
-}
-
-# Polls (every 5 ms, up to $timeout s) until $cond is true; returns it.
-sub poll {
-    my ($cond, $timeout) = @_;
-    my $deadline = time + $timeout;
-    while (1) {
-        my $v = $cond->();
-        return $v if $v || time >= $deadline;
-        sleep 0.005;
-    }
 }
 
 # Redis is back: waits until the spool directory is empty and $id's state
@@ -291,10 +282,11 @@ CheckoutTest::define_check(half_way => sub {
     my $y = $doc->{checkoutId} // 'none';
 
     CheckoutRedis::restart();
-    my $synced = poll(sub {
+    # polled every 5 ms: the moment of the replay round matters
+    my $synced = CheckoutProc::wait_for(sub {
         !CheckoutEvents::spool_files() && CheckoutEvents::counts()->{$y}
             ? time : 0;
-    }, 10 * CheckoutTest::slack());
+    }, 10 * CheckoutTest::slack(), 0.005);
     Test::More::ok($synced, "$name - the first checkout was replayed")
         or return Test::More::diag(spool_dump());
 
@@ -343,7 +335,7 @@ CheckoutTest::define_check(oom => sub {
              CheckoutEvents::error_log_lines();
     }, 5 * CheckoutTest::slack());
     Test::More::ok($refused, "$name - the replay was refused with OOM, at warn level");
-    sleep 1.2;    # one more round
+    sleep 1.2 * CheckoutTest::slack();    # one more round
     my @files = CheckoutEvents::spool_files();
     Test::More::is(scalar(grep { /\.rejected$/ } @files), 0,
                    "$name - the file is not set aside") or Test::More::diag("@files");
@@ -459,7 +451,7 @@ sub keyed_checkout_redis_gone {
     }, 2 * CheckoutTest::slack());
     CheckoutRedis::stop();    # while the payment step runs
 
-    my $r = CheckoutTest::http_send_recv($sock, '', 5 * CheckoutTest::slack());
+    my $r = CheckoutTest::http_send_recv($sock, '', 5);
     close $sock;
     my $d = CheckoutTest::json_decode($r->{body} // '') || {};
     my $id = $d->{checkoutId} // 'none';
@@ -614,7 +606,8 @@ CheckoutTest::define_check(relative_spool => sub {
     Test::More::is(scalar(CheckoutEvents::spool_files()), 0,
                    "$name - nothing in the other spool directory");
     Test::More::ok(!-e server_root() . "/conf/$RelSpool" && !-e $RelSpool,
-                   "$name - nor under the conf dir or the working directory");
+                   "$name - nor relative to the conf dir or the working "
+                   . "directory");
 
     CheckoutRedis::restart();
     my $counts = CheckoutEvents::wait_for_events([$id], 10 * CheckoutTest::slack());
@@ -816,9 +809,9 @@ step-was-called
 
 
 
-=== TEST 7: a relative checkout_spool is under nginx's prefix: the spool file appears in <servroot>/spool-rel, and is replayed from there
+=== TEST 7: a relative checkout_spool is resolved against nginx's prefix: the spool file appears in <servroot>/../<servroot name>.spool-rel, and is replayed from there
 --- http_config
-    checkout_spool spool-rel;
+    checkout_spool $TEST_NGINX_REL_SPOOL;
     checkout_redis 127.0.0.1:$TEST_NGINX_REDIS_PORT;
 --- config
     location = /checkout {
@@ -836,7 +829,7 @@ POST /checkout
 --- checkout_check: relative_spool
 --- error_log eval
 [qr/\[warn\].*event spooled/,
- qr/checkout spool ".*\/spool-rel\/redis-0-\d+-\d+\.replay" replayed/]
+ qr/checkout spool ".*\.spool-rel\/redis-0-\d+-\d+\.replay" replayed/]
 --- no_error_log
 is not writable
 [alert]

@@ -16,19 +16,19 @@ $ENV{TEST_NGINX_H2_PORT} ||= CheckoutTest::free_port();
 
 my $CART = '{"customerId":"cus_1","payment":{"method":"card","token":"tok_visa"}}';
 
-# curl_h2(uris => [...], max => SECONDS): a POST of the cart over HTTP/2 to
-# each URI in turn, one curl run (and connection) each; returns the output,
-# each transfer's body followed by "HTTP-VERSION STATUS", and how long it
-# took.  (Debian 12's curl 7.88 breaks the framing of a second stream on an
-# --http2-prior-knowledge connection against any server, so each request
-# has its own connection here.)
+# curl_h2(uris => [...], max => SECONDS, times slack()): a POST of the cart
+# over HTTP/2 to each URI in turn, one curl run (and connection) each;
+# returns the output, each transfer's body followed by "HTTP-VERSION
+# STATUS", and how long it took.  (Debian 12's curl 7.88 breaks the
+# framing of a second stream on an --http2-prior-knowledge connection
+# against any server, so each request has its own connection here.)
 sub curl_h2 {
     my (%o) = @_;
     my $t0 = Time::HiRes::time();
     my $text = '';
     for my $uri (@{ $o{uris} }) {
         open my $out, '-|', 'curl', '-s', '--http2-prior-knowledge',
-             '-m', $o{max} || 5, '-H', 'Content-Type: application/json',
+             '-m', ($o{max} || 5) * CheckoutTest::slack(), '-H', 'Content-Type: application/json',
              '-w', '\n%{http_version} %{http_code}\n',
              '--data-binary', $CART,
              "http://127.0.0.1:$ENV{TEST_NGINX_H2_PORT}$uri"
@@ -70,7 +70,7 @@ CheckoutTest::define_check(h2_client_gone => sub {
         curl_h2(max => 0.2, uris => ['/checkout-slow']);
     }
 
-    Time::HiRes::sleep(0.5);    # past the step's deadline
+    Time::HiRes::sleep(0.5 * CheckoutTest::slack());    # past the step's deadline
 
     my ($text) = curl_h2(uris => ['/checkout']);
     Test::More::like($text, qr/^2 201$/m, "$name - the next checkout is 201");

@@ -1,8 +1,9 @@
 # checkout-worker integration: the admin port under bad input, AUTH, many
-# clients at once, and SHUTDOWN (issue 4). Every case goes through the real
-# redis-cli where redis-cli can send it, through a raw socket where it
-# cannot (inline commands, garbage bytes, broken frames); each gets -ERR,
-# and the worker keeps serving: PING answers and deliveries go on.
+# clients at once, and SHUTDOWN (docs/worker.md, "Admin port"). Every case
+# goes through the real redis-cli where redis-cli can send it, through a
+# raw socket where it cannot (inline commands, garbage bytes, broken
+# frames); each gets -ERR, and the worker keeps serving: PING answers and
+# deliveries go on.
 #
 #   prove -It/lib t/020-worker-admin-input.t
 

@@ -1,8 +1,9 @@
 # checkout-worker integration: the admin port's commands through the real
-# redis-cli, as operators use them (issue 4): PING, INFO (sections and
-# per-group counters matching what happened), PENDING, DLQ, REPLAY id|ALL
-# bringing dead letters back to success, PAUSE/RESUME, HELP. Bad input,
-# AUTH, many clients and SHUTDOWN: t/020-worker-admin-input.t.
+# redis-cli, as operators use them (docs/worker.md, "Admin port"): PING,
+# INFO (sections and per-group counters matching what happened), PENDING,
+# DLQ, REPLAY id|ALL bringing dead letters back to success, PAUSE/RESUME,
+# HELP. Bad input, AUTH, many clients and SHUTDOWN:
+# t/020-worker-admin-input.t.
 #
 #   prove -It/lib t/020-worker-admin.t
 

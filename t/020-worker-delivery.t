@@ -1,4 +1,4 @@
-# checkout-worker integration: delivery and its outcomes (issue 4).
+# checkout-worker integration: delivery and its outcomes (docs/worker.md).
 #
 # A real redis-server (t/lib/CheckoutRedis.pm), a real HTTP receiver
 # (t/lib/CheckoutReceiver.pm) and the worker built with AddressSanitizer

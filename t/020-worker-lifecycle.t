@@ -1,6 +1,6 @@
-# checkout-worker integration: the process's life (issue 4): SIGTERM drain,
-# SIGHUP log reopening, a Redis restart mid-run, and `checkout-worker -t`
-# on good and bad config files.
+# checkout-worker integration: the process's life (docs/worker.md,
+# "Running"): SIGTERM drain, SIGHUP log reopening, a Redis restart mid-run,
+# and `checkout-worker -t` on good and bad config files.
 #
 #   prove -It/lib t/020-worker-lifecycle.t
 

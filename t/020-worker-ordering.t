@@ -1,7 +1,8 @@
 # checkout-worker integration: per-subject ordering and concurrency
-# (issue 4). Events with the same ce_subject are handled in stream order
-# within a group on one worker, never two at once; other subjects run
-# concurrently up to the group's concurrency.
+# (docs/worker.md, "Retries, order and reclaim"). Events with the same
+# ce_subject are handled in stream order within a group on one worker,
+# never two at once; other subjects run concurrently up to the group's
+# concurrency.
 #
 # The receiver logs when each request arrived and when its reply was
 # about to be written: a request the worker sends only once it has the

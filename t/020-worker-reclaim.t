@@ -1,4 +1,5 @@
-# checkout-worker integration: crashes and what is never lost (issue 4):
+# checkout-worker integration: crashes and what is never lost
+# (docs/worker.md, "Retries, order and reclaim", "Retention"):
 # kill -9 mid-delivery and a second worker reclaiming the entry after
 # min-idle with the effect applied once, poison messages on reclaim, the
 # durable retry schedule, retention (XTRIM) and entries deleted before

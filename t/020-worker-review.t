@@ -1,7 +1,7 @@
 # checkout-worker integration: what a handler's 2xx JSON reply does
 # (checkoutStatus, orderId, emit), the review flow that turns a
 # pending_review checkout into OrderConfirmed, and redelivery of events
-# already done (issue 4).
+# already done (docs/worker.md).
 #
 #   prove -It/lib t/020-worker-review.t
 

@@ -66,15 +66,8 @@ sub setup {
 
     CheckoutTest::use_mock_services(%o);
 
-    my $add_pre = main->can('add_block_preprocessor')
-                  || Test::Nginx::Socket->can('add_block_preprocessor')
-        or die "the runner has no add_block_preprocessor()\n";
-    $add_pre->(\&before_block);
-
-    my $add_check = Test::Nginx::Socket->can('add_response_body_check')
-                    || main->can('add_response_body_check')
-        or die "the runner has no add_response_body_check()\n";
-    $add_check->(\&_body_check);
+    CheckoutTest::runner_hook('add_block_preprocessor')->(\&before_block);
+    CheckoutTest::runner_hook('add_response_body_check')->(\&_body_check);
 }
 
 # ---- before each block ---------------------------------------------------------

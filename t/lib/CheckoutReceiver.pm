@@ -57,27 +57,24 @@ package CheckoutReceiver;
 # wait_for(sub {...} [, $timeout]), set_json($name, %reply),
 # set_switch($name, $status), effects(), calls($key), stop().
 # The server and its connections are killed and reaped by stop(), at the end
-# of the test, when it dies, or on INT/TERM/HUP; and should the test be
-# SIGKILLed, the kernel kills them too (PR_SET_PDEATHSIG).
+# of the test, when it dies, or on INT/TERM/HUP (CheckoutProc::at_exit); and
+# should the test be SIGKILLed, the kernel kills them too
+# (CheckoutProc::spawn).
 
 use strict;
 use warnings;
 
-use CheckoutExit ();
+use CheckoutProc ();
 use Carp qw(croak);
 use Errno qw(EAGAIN EWOULDBLOCK EINTR);
-use Fcntl qw(:flock O_WRONLY O_CREAT O_EXCL O_APPEND);
+use Fcntl qw(:flock O_WRONLY O_CREAT O_EXCL);
 use File::Path qw(remove_tree make_path);
 use File::Temp qw(tempdir);
-use IO::Handle ();
 use IO::Select ();
 use IO::Socket::INET ();
 use JSON::PP ();
-use POSIX qw(WNOHANG);
 use Socket qw(IPPROTO_TCP TCP_NODELAY SOMAXCONN);
 use Time::HiRes qw(time sleep);
-
-use CheckoutRedis ();
 
 our $MaxHeader = 65536;            # bytes of a request head
 our $MaxBody   = 16 * 1024 * 1024;
@@ -88,8 +85,7 @@ our $StopBound = 5;
 my $JSON = JSON::PP->new->ascii->canonical->allow_nonref;
 
 my %Live;          # pid => receiver, for the cleanup at exit
-my $Owner;
-my $HandlersInstalled;
+my $AtExit;
 
 # ---- the test's side -------------------------------------------------------
 
@@ -98,8 +94,7 @@ sub new {
     my @unknown = grep { $_ ne 'dir' } keys %opts;
     croak "CheckoutReceiver->new: unknown option(s) @unknown" if @unknown;
 
-    _install_exit_handlers();
-    $Owner //= $$;
+    CheckoutProc::at_exit(\&_cleanup) unless $AtExit++;
 
     my $own = !defined $opts{dir};
     my $dir = $opts{dir} // tempdir('checkout-rx-XXXXXXXX', DIR => '/tmp');
@@ -114,20 +109,10 @@ sub new {
         or croak "CheckoutReceiver: cannot listen on 127.0.0.1: $!";
     my $port = $listen->sockport;
 
-    my $self = bless { dir => $dir, port => $port, own_dir => $own }, $class;
+    my $self = bless { dir => $dir, port => $port, own_dir => $own,
+                       owner => $$ }, $class;
 
-    my $prctl = _sys_prctl();
-    my $parent = $$;
-    STDOUT->flush;
-    STDERR->flush;
-    my $pid = fork // croak "CheckoutReceiver: fork failed: $!";
-    if ($pid == 0) {
-        syscall($prctl, 1, 9) if $prctl;     # PR_SET_PDEATHSIG, SIGKILL
-        POSIX::_exit(1) if getppid() != $parent;
-        setpgrp(0, 0);                       # stop() kills the whole group
-        eval { $self->_server($listen) };
-        POSIX::_exit(0);
-    }
+    my $pid = CheckoutProc::spawn(run => sub { $self->_server($listen) });
     close $listen;
     $self->{pid} = $pid;
     $Live{$pid} = $self;
@@ -149,22 +134,8 @@ sub stop {
     my ($self) = @_;
     my $pid = delete $self->{pid} or return;
     delete $Live{$pid};
-    kill 'TERM', -$pid;
-    kill 'TERM', $pid;
-    my $deadline = time + $StopBound;
-    while (1) {
-        my $r = waitpid($pid, WNOHANG);
-        last if $r == $pid || $r == -1;
-        if (time > $deadline) {
-            kill 'KILL', -$pid;
-            kill 'KILL', $pid;
-            waitpid($pid, 0);
-            last;
-        }
-        sleep 0.01;
-    }
-    # The connections' processes are in the group: anything left gets KILL.
-    kill 'KILL', -$pid;
+    # The connections' processes are in the server's group.
+    CheckoutProc::stop($pid, bound => $StopBound);
     remove_tree($self->{dir}) if $self->{own_dir} && !$self->{keep};
 }
 
@@ -174,7 +145,7 @@ sub keep { $_[0]{keep} = 1 }
 sub DESTROY {
     my ($self) = @_;
     local ($?, $!, $@);
-    $self->stop if $self->{pid} && defined $Owner && $$ == $Owner;
+    $self->stop if $self->{pid} && $$ == $self->{owner};
 }
 
 # The requests whose path starts with $prefix (all without one), in the
@@ -220,12 +191,7 @@ sub wait_for_replies {
 
 sub wait_for {
     my ($self, $cond, $timeout) = @_;
-    my $deadline = time + ($timeout // 10);
-    while (1) {
-        my $v = $cond->();
-        return $v if $v || time >= $deadline;
-        sleep 0.05;
-    }
+    return CheckoutProc::wait_for($cond, $timeout);
 }
 
 # set_json(NAME, status => 200, content_type => ..., body => STRING or a
@@ -292,22 +258,7 @@ sub _read_json_lines {
     return @out;
 }
 
-sub _cleanup {
-    return unless defined $Owner && $$ == $Owner;
-    local ($?, $!, $@);
-    $_->stop for values %Live;
-}
-
-sub _install_exit_handlers {
-    return if $HandlersInstalled++;
-    CheckoutExit::install(\&_cleanup);
-}
-
-END { _cleanup() }
-
-# The prctl syscall number (0: none). syscall.ph can be required only once
-# per process, so the one lookup is CheckoutRedis's.
-sub _sys_prctl { CheckoutRedis::_sys_prctl() }
+sub _cleanup { $_->stop for values %Live }
 
 # ---- the server's side -----------------------------------------------------
 
@@ -317,8 +268,6 @@ sub _server {
     $SIG{TERM} = 'DEFAULT';
     $SIG{CHLD} = 'IGNORE';      # connections are reaped by the kernel
     $SIG{PIPE} = 'IGNORE';
-    my $prctl = _sys_prctl();
-    my $server = $$;
     my $n = 0;
 
     while (1) {
@@ -329,21 +278,15 @@ sub _server {
             next;
         }
         $n++;
-        my $pid = fork;
-        if (!defined $pid) {
-            close $conn;
-            sleep 0.05;
-            next;
-        }
-        if ($pid == 0) {
-            syscall($prctl, 1, 9) if $prctl;
-            POSIX::_exit(0) if getppid() != $server;
-            close $listen;
-            $SIG{CHLD} = 'DEFAULT';
-            eval { $self->_connection($conn, $n) };
-            POSIX::_exit(0);
-        }
+        my $forked = eval {
+            CheckoutProc::spawn(group => 0, run => sub {
+                close $listen;
+                $SIG{CHLD} = 'DEFAULT';
+                $self->_connection($conn, $n);
+            });
+        };
         close $conn;
+        sleep 0.05 unless $forked;
     }
 }
 

@@ -30,16 +30,15 @@ package CheckoutRedis;
 #                     keep => 1 the data survives: a running server SAVEs
 #                     before it stops, and the new one loads dump.rdb
 #   save()            SAVE (an RDB snapshot in dir(), for restart(keep => 1))
-#   free_port()       a TCP port nobody listens on, below the ephemeral range
-#                     (for other servers of a test: the worker's admin port)
+#   free_port()       CheckoutProc::free_port(): a TCP port nobody listens on
 #   pause()/resume()  SIGSTOP/SIGCONT: the kernel still accepts connections,
 #                     nothing is answered
 #   client_pause($ms [, $mode])   CLIENT PAUSE $ms ALL (or WRITE)
 #   port(), pid(), dir(), log_tail([$lines])
 # The server is always stopped, and its dir removed, when the test file ends,
-# dies, or gets INT/TERM/HUP (a handler the runner installed first still
-# runs after ours).  Should the test process be SIGKILLed, the kernel kills
-# the server too (PR_SET_PDEATHSIG); only the dir is left in /tmp then.
+# dies, or gets INT/TERM/HUP (CheckoutProc::at_exit).  Should the test
+# process be SIGKILLed, the kernel kills the server too (CheckoutProc::spawn);
+# only the dir is left in /tmp then.
 #
 # Client (one cached connection, reopened when the server closed it):
 #   cmd(@args)        one command; the reply as: simple string -> string,
@@ -57,8 +56,7 @@ package CheckoutRedis;
 #   client_ids($name) the ids of the connections named $name (CLIENT SETNAME)
 #   kill_clients($name)  CLIENT KILL ID of each connection named $name;
 #                     returns the ids killed
-#   wait_for(sub { ... } [, $timeout = 5])  polls every 50 ms until true or
-#                     timeout; returns the last value of the condition
+#   wait_for(sub { ... } [, $timeout])  CheckoutProc::wait_for()
 # Arguments are sent as bytes (character strings UTF-8 encoded); replies are
 # returned as bytes.  A command that timed out (for instance during pause())
 # is still in the server's input and runs when the server resumes.
@@ -66,15 +64,13 @@ package CheckoutRedis;
 use strict;
 use warnings;
 
-use CheckoutExit ();
+use CheckoutProc ();
 use Carp qw(croak);
 use Errno qw(EAGAIN EWOULDBLOCK EINTR);
 use File::Path qw(remove_tree);
 use File::Temp qw(tempdir);
-use IO::Handle ();
 use IO::Select ();
 use IO::Socket::INET ();
-use POSIX qw(WNOHANG);
 use Socket qw(IPPROTO_TCP TCP_NODELAY);
 use Time::HiRes qw(time sleep);
 
@@ -86,13 +82,8 @@ our $StopBound  = 5;    # from TERM to KILL
 # pid, port, dir, unix, log, requirepass, args of the current server.
 my %Server;
 
-# The process that started the server: forked children (mock backends, the
-# runner's subprocesses) inherit our END block and signal handlers, and must
-# not stop it.
-my $Owner;
-
 my $Conn;    # { sock, buf, pid }
-my $HandlersInstalled;
+my $AtExit;
 
 # ---- server ----------------------------------------------------------------
 
@@ -105,11 +96,10 @@ sub start {
     croak "CheckoutRedis::start: already running (use restart())"
         if $Server{pid};
 
-    _install_exit_handlers();
+    CheckoutProc::at_exit(\&_cleanup) unless $AtExit++;
     # The dir of a server stopped earlier: this one starts afresh.
     remove_tree($Server{dir}) if $Server{dir};
 
-    $Owner = $$;
     my $dir = tempdir('checkout-redis-XXXXXXXX', DIR => '/tmp');
     %Server = (
         dir         => $dir,
@@ -121,7 +111,7 @@ sub start {
 
     # Another test file may bind the port we picked before our server does.
     for my $attempt (1 .. 5) {
-        $Server{port} = _free_port();
+        $Server{port} = CheckoutProc::free_port();
         last if _launch();
         croak "CheckoutRedis::start: no free port after $attempt attempts"
             if $attempt == 5;
@@ -140,14 +130,8 @@ sub stop {
     save() if $opts{save};
     _drop_connection();
 
-    # A paused server acts on TERM only once it runs again.
-    kill 'TERM', $pid;
-    kill 'CONT', $pid;
-    if (!_reaped($StopBound)) {
-        # The whole process group: with any child it forked (BGSAVE).
-        kill 'KILL', -$pid;
-        _reaped(undef);
-    }
+    # Its process group: with any child it forked (BGSAVE).
+    CheckoutProc::stop($pid, bound => $StopBound);
     undef $Server{pid};
 }
 
@@ -167,7 +151,7 @@ sub restart {
 
 sub save { cmd('SAVE') }
 
-sub free_port { _free_port() }
+sub free_port { CheckoutProc::free_port() }
 
 sub pause  { kill 'STOP', _running_pid() }
 sub resume { kill 'CONT', _running_pid() }
@@ -195,35 +179,6 @@ sub _running_pid {
     return $Server{pid} || croak "CheckoutRedis: redis-server is not running";
 }
 
-# A TCP port nobody listens on, below the kernel's ephemeral range so that no
-# outgoing connection (nginx's upstream ones included) can hold it when the
-# server is restarted, and not one of nginx's.
-sub _free_port {
-    my $top = 32767;
-    if (open my $in, '<', '/proc/sys/net/ipv4/ip_local_port_range') {
-        my ($low) = split ' ', scalar <$in>;
-        $top = $low - 1 if $low && $low > 11000;
-    }
-    my %nginx = map { ($_ // 0) => 1 } @ENV{qw(TEST_NGINX_SERVER_PORT
-                                              TEST_NGINX_PORT
-                                              TEST_NGINX_CLIENT_PORT)};
-
-    for (1 .. 1000) {
-        my $port = 10000 + int rand($top - 10000 + 1);
-        next if $nginx{$port};
-        # With SO_REUSEADDR, Linux refuses the bind only while someone
-        # listens there (on any address), which is exactly the question.
-        my $probe = IO::Socket::INET->new(LocalAddr => '0.0.0.0',
-                                          LocalPort => $port,
-                                          Proto => 'tcp', ReuseAddr => 1,
-                                          Listen => 1)
-            or next;
-        close $probe;
-        return $port;
-    }
-    croak "CheckoutRedis: no free TCP port found";
-}
-
 # Starts the server on $Server{port} and waits until it answers.  Returns 0
 # when it could not bind the port, dies on any other failure.
 sub _launch {
@@ -232,7 +187,7 @@ sub _launch {
 
     my $deadline = time + $StartBound;
     until (_answers()) {
-        if (_reaped(0)) {
+        if (defined CheckoutProc::reap($Server{pid})) {
             undef $Server{pid};
             my $log = _log_since($log_start);
             return 0 if $log =~ /Address already in use/;
@@ -266,59 +221,8 @@ sub _spawn {
             ? ('--requirepass', $Server{requirepass}) : ()),
         @{ $Server{args} });
 
-    my $prctl = _sys_prctl();
-    my $parent = $$;
-
-    # Unflushed output would otherwise be written twice, once by the child.
-    STDOUT->flush;
-    STDERR->flush;
-
-    my $pid = fork // croak "CheckoutRedis: fork failed: $!";
-    if ($pid == 0) {
-        # PR_SET_PDEATHSIG (1), SIGKILL (9): the server dies with the test
-        # even when the test is killed with SIGKILL; then check the test
-        # did not already die before that.
-        syscall($prctl, 1, 9) if $prctl;
-        POSIX::_exit(1) if getppid() != $parent;
-
-        # Keep the terminal's ^C away from the server: the test stops it.
-        setpgrp(0, 0);
-        open STDIN, '<', '/dev/null';
-        # Errors before the log file is set up (bad options) go to stderr.
-        open STDOUT, '>>', $Server{log};
-        open STDERR, '>&', \*STDOUT;
-        { no warnings 'exec'; exec { $cmd[0] } @cmd }
-        print STDERR "cannot exec $cmd[0]: $!\n";
-        POSIX::_exit(127);
-    }
-    $Server{pid} = $pid;
-}
-
-# The prctl syscall number from Perl's own syscall.ph (loaded into a package
-# of its own: it defines a thousand subs); undef where there is none.
-my $SysPrctl;
-sub _sys_prctl {
-    $SysPrctl //= eval {
-        package CheckoutRedis::Syscall;
-        require 'syscall.ph';
-        SYS_prctl();
-    } // 0;
-    return $SysPrctl;
-}
-
-# Whether the server has exited (and is reaped), waiting up to $wait seconds
-# (undef: as long as it takes).
-sub _reaped {
-    my ($wait) = @_;
-    my $pid = $Server{pid};
-    my $deadline = time + ($wait // 0);
-    while (1) {
-        my $r = waitpid($pid, defined $wait ? WNOHANG : 0);
-        # -1: not our child any more (a suite reaped it with waitpid(-1)).
-        return 1 if $r == $pid || $r == -1;
-        return 0 if time >= $deadline;
-        sleep 0.01;
-    }
+    # Errors before the log file is set up (bad options) go to its output.
+    $Server{pid} = CheckoutProc::spawn(exec => \@cmd, stdout => $Server{log});
 }
 
 sub _log_since {
@@ -330,20 +234,10 @@ sub _log_since {
 }
 
 sub _cleanup {
-    return unless defined $Owner && $$ == $Owner;
-    local ($?, $!, $@);    # keep the test's exit status and errors
     stop();
     remove_tree($Server{dir}) if $Server{dir};
     %Server = ();
-    undef $Owner;
 }
-
-sub _install_exit_handlers {
-    return if $HandlersInstalled++;
-    CheckoutExit::install(\&_cleanup);
-}
-
-END { _cleanup() }
 
 # ---- client ----------------------------------------------------------------
 
@@ -397,15 +291,7 @@ sub kill_clients {
 
 sub hgetall { return { @{ cmd('HGETALL', $_[0]) } } }
 
-sub wait_for {
-    my ($cond, $timeout) = @_;
-    my $deadline = time + ($timeout // 5);
-    while (1) {
-        my $v = $cond->();
-        return $v if $v || time >= $deadline;
-        sleep 0.05;
-    }
-}
+sub wait_for { CheckoutProc::wait_for(@_) }
 
 # (reply, undef) or (undef, error reply); dies on transport failures, after
 # dropping the connection: whatever it still carries is of no use.

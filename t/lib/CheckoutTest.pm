@@ -23,7 +23,8 @@ package CheckoutTest;
 #                         define_check(NAME => sub { ($block, $body, $doc, $i) })
 #   http_request() ...    a raw HTTP/1.1 client (keepalive, many connections at
 #                         once) for checks that need headers or more than one
-#                         request on a connection
+#                         request on a connection; the time it waits for a
+#                         reply is multiplied by slack()
 #   at_conf_line()        "nginx.conf:LINE" assertions for --- must_die blocks
 #
 # Conventions in the suites:
@@ -31,8 +32,8 @@ package CheckoutTest;
 #     header is absent (its value must match ^$). CPAN's runner checks
 #     --- response_headers_like only when there is no --- response_headers,
 #     so the suites use one section per block.
-#   - Under TEST_NGINX_USE_VALGRIND, relax_timing() drops the magnitude of
-#     durations from the header patterns and slack() widens time bounds.
+#   - Every duration of a block is multiplied by slack() under valgrind
+#     (see scale_block()).
 
 use strict;
 use warnings;
@@ -45,6 +46,8 @@ use Socket qw(IPPROTO_TCP TCP_NODELAY);
 use Time::HiRes qw(time sleep);
 use Errno qw(EAGAIN EWOULDBLOCK EINTR);
 use Test::More ();
+
+use CheckoutProc ();
 
 our @EXPORT_OK = qw(free_port define_check json_decode json_path
                     http_request http_connect http_send_recv run_clients
@@ -60,21 +63,7 @@ my $CANON = JSON::PP->new->canonical->allow_nonref;
 
 sub id_re { $ID_RE }
 
-# A TCP port nothing listens on now, below the ephemeral range so that
-# nginx's own outgoing connections never take it.
-sub free_port {
-    for (1 .. 200) {
-        my $port = 20000 + int(rand(12000));
-        my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
-                                      LocalPort => $port,
-                                      Proto => 'tcp', Listen => 1,
-                                      ReuseAddr => 1);
-        next unless $s;
-        close $s;
-        return $port;
-    }
-    die "no free port found\n";
-}
+sub free_port { CheckoutProc::free_port() }
 
 sub client_port {
     for my $f (qw(main::server_port_for_client
@@ -96,10 +85,15 @@ sub define_check {
 
 sub install {
     return if $Installed++;
-    my $add = Test::Nginx::Socket->can('add_response_body_check')
-              || main->can('add_response_body_check')
-        or die "the runner has no add_response_body_check()\n";
-    $add->(\&_body_check);
+    runner_hook('add_response_body_check')->(\&_body_check);
+}
+
+# One of the runner's functions for extensions (add_block_preprocessor,
+# add_response_body_check), whichever runner loaded the suite.
+sub runner_hook {
+    my ($name) = @_;
+    return Test::Nginx::Socket->can($name) || main->can($name)
+        || die "the runner has no $name()\n";
 }
 
 sub json_decode {
@@ -238,7 +232,7 @@ sub http_connect {
     my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
                                      PeerPort => $o{port} || client_port(),
                                      Proto => 'tcp',
-                                     Timeout => $o{timeout} || 3)
+                                     Timeout => ($o{timeout} || 3) * slack())
         or return undef;
     setsockopt($sock, IPPROTO_TCP, TCP_NODELAY, 1);
     binmode $sock;
@@ -319,10 +313,11 @@ sub parse_response {
 }
 
 # Sends one request on $sock (kept open) and waits up to $timeout seconds
-# for its reply. Returns the reply hash, with {elapsed}; {error} on failure.
+# (times slack()) for its reply. Returns the reply hash, with {elapsed};
+# {error} on failure.
 sub http_send_recv {
     my ($sock, $req, $timeout, $head_only) = @_;
-    $timeout ||= 3;
+    $timeout = ($timeout || 3) * slack();
     my $t0 = time;
     my $deadline = $t0 + $timeout;
     my $off = 0;
@@ -393,7 +388,7 @@ sub run_clients {
     my (%o) = @_;
     my $n = $o{conns};
     my $k = $o{requests} || 1;
-    my $deadline = time + ($o{timeout} || 20);
+    my $deadline = time + ($o{timeout} || 20) * slack();
     my @c;
     for my $i (0 .. $n - 1) {
         my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
@@ -636,36 +631,165 @@ sub chunked {
     return $out . "0\r\n\r\n";
 }
 
-# Under valgrind nginx runs many times slower and its cached clock lags:
-# durations say nothing then. The suites keep every structural check
-# (which steps, in which order, which outcome) and drop the magnitudes:
-# "dur=(29\d|3\d\d)" becomes "dur=\d+", "validate:0\.(29\d|...)" becomes
-# "validate:\d+\.\d{3}", and the client waits 3 times longer (except in
-# --- abort blocks, where giving up early is the point).
-sub slack { $ENV{TEST_NGINX_USE_VALGRIND} ? 5 : 1 }
+# ---------------------------------------------------------------------------
+# Time. Under valgrind nginx runs many times slower; a run there is to check
+# memory, not the machine's speed. So every duration of a block, what it
+# sets and what it checks, is multiplied by slack(): 1, or 5 under valgrind
+# ($TEST_NGINX_TIME_SCALE, valgrind or not, sets another factor). Blocks
+# keep their shape at that scale: a step cut off at 200 ms is cut off at
+# 1 s and checked to be, a 300 ms service takes 1.5 s, a 500 ms budget is
+# 2.5 s. scale_block() does it for each block; the suites' own checks in
+# Perl multiply their bounds by slack().
 
-sub relax_timing {
+sub slack {
+    return $ENV{TEST_NGINX_TIME_SCALE} if $ENV{TEST_NGINX_TIME_SCALE};
+    return $ENV{TEST_NGINX_USE_VALGRIND} ? 5 : 1;
+}
+
+# The module's defaults (README), which a block that does not set them
+# gets scaled.
+our %DefaultMs = (checkout_timeout => 2000, checkout_redis_timeout => 100);
+
+# Run last, after every other preprocessor (the last added runs first, and
+# this one is added when this file loads, before any suite adds its own):
+# it sees the block as they have left it, their servers and steps included.
+sub scale_block {
     my ($block) = @_;
-    my $h = $block->response_headers_like;
-    if (defined $h && !ref $h) {
-        $h =~ s/dur=\((?:[^()]|\([^()]*\))*\)/dur=\\d+/g;
-        $h =~ s/:0\\\.\((?:[^()]|\([^()]*\))*\)/:\\d+\\.\\d{3}/g;
-        $block->set_value(response_headers_like => $h);
+    my $f = slack();
+    return if $f == 1 || defined $block->must_die;
+
+    for my $sec (qw(main_config http_config config)) {
+        my $text = $block->$sec;
+        $block->set_value($sec => scale_config($text, $f)) if defined $text;
     }
-    my $t = $block->timeout;
-    if (defined $t && !defined $block->abort && $t =~ /^([\d.]+)(ms|s)?$/) {
-        my $sec = $2 && $2 eq 'ms' ? $1 / 1000 : $1;
-        $block->set_value(timeout => 3 * $sec);
+    my $hc = $block->http_config // '';
+    for my $d (sort keys %DefaultMs) {
+        $hc .= "\n    $d " . $DefaultMs{$d} * $f . "ms;\n"
+            unless $hc =~ /\b$d\b/;
+    }
+    $block->set_value(http_config => $hc);
+
+    for my $sec (qw(timeout wait)) {
+        my $t = $block->$sec;
+        $t = runner_hook('timeout')->() if $sec eq 'timeout' && !defined $t;
+        next unless defined $t && $t =~ /^\s*([\d.]+)\s*(ms|s)?\s*$/;
+        $block->set_value($sec => ($2 && $2 eq 'ms' ? $1 / 1000 : $1) * $f);
+    }
+
+    # --- request eval: [[packet, {value => ..., delay_before => s}], ...]
+    my $req = $block->request;
+    my @packets = ref $req eq 'ARRAY'
+                  ? map { ref $_ eq 'ARRAY' ? @$_ : () } @$req : ();
+    for my $p (grep { ref $_ eq 'HASH' && $_->{delay_before} } @packets) {
+        $p->{delay_before} *= $f;
+    }
+
+    my $h = $block->response_headers_like;
+    $block->set_value(response_headers_like => scale_pattern($h, $f))
+        if defined $h && !ref $h;
+
+    # the module's lines that name a deadline: "timed out after 200 ms"
+    for my $sec (qw(error_log no_error_log)) {
+        my $l = $block->$sec;
+        next unless defined $l && !ref $l;
+        $l =~ s/\bafter (\d+) ms\b/'after ' . $1 * $f . ' ms'/ge;
+        $block->set_value($sec => $l);
     }
 }
+
+# nginx.conf text: the value of every directive named *_timeout, of every
+# timeout= parameter (checkout_step, checkout_redis), and every echo_sleep
+# (the mock services' delays keep their proportion to the deadlines).
+sub scale_config {
+    my ($text, $f) = @_;
+    my %ms = (ms => 1, s => 1000, m => 60_000, h => 3_600_000);
+    $text =~ s{(\b\w+_timeout\s+|\btimeout=)(\d+)(ms|s|m|h)?(?=[\s;])}
+              {$2 == 0 ? "$1$2" . ($3 // '')
+                       : $1 . $2 * $ms{$3 // 's'} * $f . 'ms'}ge;
+    $text =~ s{(\becho_sleep\s+)(\d+(?:\.\d+)?)(?=\s*;)}{$1 . $2 * $f}ge;
+    return $text;
+}
+
+# A header pattern: "dur=(19\d|[234]\d\d)" (Server-Timing, milliseconds)
+# matches from 190 to 499 ms; it becomes a pattern from 190 * f to 499 * f.
+# The same for ":0\.(19\d|[234]\d\d)" ($checkout_step_timings, seconds).
+sub scale_pattern {
+    my ($h, $f) = @_;
+    my $group = qr/\(((?:[^()]|\([^()]*\))*)\)/;
+    $h =~ s{dur=$group}{
+        my ($lo, $hi) = _matched_range($1, 0);
+        'dur=' . _range_re($lo * $f, $hi * $f, 0)
+    }ge;
+    $h =~ s{:0\\\.$group}{
+        my ($lo, $hi) = _matched_range($1, 1);
+        ':' . _range_re($lo * $f, $hi * $f, 1)
+    }ge;
+    return $h;
+}
+
+# The smallest and largest whole number (with $ms: of three digits, a
+# fraction of a second) that the pattern matches; dies unless it matches
+# them all in between.
+sub _matched_range {
+    my ($re, $ms) = @_;
+    my @n = grep { ($ms ? sprintf('%03d', $_) : $_) =~ /^(?:$re)$/ }
+            0 .. ($ms ? 999 : 99_999);
+    die "CheckoutTest: '$re' matches no range of durations\n"
+        unless @n && $n[-1] - $n[0] == $#n;
+    return ($n[0], $n[-1]);
+}
+
+# A pattern for the whole numbers from $lo to $hi; with $s, for them as
+# seconds with three decimals ("1.500" for 1500).
+sub _range_re {
+    my ($lo, $hi, $s) = @_;
+    ($lo, $hi) = (int $lo, int $hi);
+    my @alt;
+    if ($s) {
+        for my $sec (int($lo / 1000) .. int($hi / 1000)) {
+            my $a = $lo > $sec * 1000 ? $lo - $sec * 1000 : 0;
+            my $b = $hi < $sec * 1000 + 999 ? $hi - $sec * 1000 : 999;
+            push @alt, "$sec\\." . _digits(sprintf('%03d', $a),
+                                            sprintf('%03d', $b));
+        }
+    } else {
+        for my $len (length $lo .. length $hi) {
+            push @alt, _digits($len == length $lo ? $lo : 10 ** ($len - 1),
+                               $len == length $hi ? $hi : 10 ** $len - 1);
+        }
+    }
+    return '(' . join('|', @alt) . ')';
+}
+
+# A pattern for the digit strings from $a to $b, both of the same length.
+sub _digits {
+    my ($a, $b) = @_;
+    return $a if $a eq $b;
+    my ($x, $y) = (substr($a, 0, 1), substr($b, 0, 1));
+    my ($ra, $rb) = (substr($a, 1), substr($b, 1));
+    return _class($x, $y) if $ra eq '';
+    return $x . _digits($ra, $rb) if $x eq $y;
+    my $n = length $ra;
+    my $any = $n > 1 ? "\\d{$n}" : '\\d';
+    return _class($x, $y) . $any if $ra !~ /[^0]/ && $rb !~ /[^9]/;
+    my @alt = ($x . _digits($ra, '9' x $n));
+    push @alt, _class($x + 1, $y - 1) . $any if $y - $x > 1;
+    push @alt, $y . _digits('0' x $n, $rb);
+    return '(?:' . join('|', @alt) . ')';
+}
+
+sub _class {
+    my ($x, $y) = @_;
+    return $x == $y ? $x : $x == 0 && $y == 9 ? '\\d' : "[$x-$y]";
+}
+
+runner_hook('add_block_preprocessor')->(\&scale_block)
+    if Test::Nginx::Socket->can('add_block_preprocessor');
 
 sub use_mock_services {
     my (%o) = @_;
     $ENV{TEST_NGINX_BACKEND_PORT} ||= free_port();
-    my $add = main->can('add_block_preprocessor')
-              || Test::Nginx::Socket->can('add_block_preprocessor')
-        or die "the runner has no add_block_preprocessor()\n";
-    $add->(sub {
+    runner_hook('add_block_preprocessor')->(sub {
         my ($block) = @_;
         my $hc = $block->http_config;
         $block->set_value(http_config =>
@@ -676,7 +800,6 @@ sub use_mock_services {
         if (!defined $block->more_headers && !defined $block->raw_request) {
             $block->set_value(more_headers => "Content-Type: application/json");
         }
-        relax_timing($block) if $ENV{TEST_NGINX_USE_VALGRIND};
     });
     install();
 }

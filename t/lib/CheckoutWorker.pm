@@ -41,7 +41,8 @@ package CheckoutWorker;
 #   sanitizer_reports() (this worker's), log_tail($n).
 # Module functions: setup(), dir(), binary(), add_event(%o), random_id(),
 #   state_of($subject), pending($stream, $group), dlq([$stream]), finish(),
-#   wait_for(sub {...}, $timeout), parse_logfmt($line), run(@cmd),
+#   wait_for(sub {...}, $timeout) (CheckoutProc::wait_for), parse_logfmt($line),
+#   run(@cmd),
 #   requests_for($rx, $ce_id), ids(@requests), first5(@list),
 #   one_at_a_time($desc, @requests), held_retry($w, $rx, $wait_s),
 #   held_behind(name => N, slow_ms => MS, min_idle => T[, count => C]),
@@ -50,7 +51,7 @@ package CheckoutWorker;
 use strict;
 use warnings;
 
-use CheckoutExit ();
+use CheckoutProc ();
 use Carp qw(croak);
 use Cwd qw(abs_path);
 use Errno qw(EAGAIN EWOULDBLOCK EINTR);
@@ -58,11 +59,8 @@ use Fcntl qw(:flock);
 use File::Basename qw(dirname);
 use File::Path qw(remove_tree make_path);
 use File::Temp qw(tempdir);
-use IO::Handle ();
-use IO::Select ();
-use IO::Socket::INET ();
 use JSON::PP ();
-use POSIX qw(WNOHANG strftime);
+use POSIX qw(strftime);
 use Socket qw(IPPROTO_TCP TCP_NODELAY);
 use Test::More ();
 use Time::HiRes qw(time sleep);
@@ -94,10 +92,8 @@ our @GroupOrder = qw(stream handler url timeout concurrency max-attempts
 
 my $Dir;            # the test file's dir: configs, logs, sanitizer reports
 my $Binary;
-my $Owner;
 my @Workers;        # every worker of the file
 my $Seq = 0;
-my $HandlersInstalled;
 my $JSON = JSON::PP->new->canonical->allow_nonref;
 
 # ---- setup and teardown ----------------------------------------------------
@@ -110,10 +106,11 @@ sub dir    { $Dir }
 sub setup {
     my (%opts) = @_;
     $Binary = _build();
-    $Owner = $$;
-    _install_exit_handlers();
+    my $port = CheckoutRedis::start(%opts);
+    # After Redis' own: at the end the workers stop first, Redis last.
+    CheckoutProc::at_exit(\&_cleanup);
     $Dir = tempdir('checkout-worker-XXXXXXXX', DIR => '/tmp');
-    return CheckoutRedis::start(%opts);
+    return $port;
 }
 
 sub _build {
@@ -191,18 +188,9 @@ sub _report_text {
 }
 
 sub _cleanup {
-    return unless defined $Owner && $$ == $Owner;
-    local ($?, $!, $@);
-    for my $w (@Workers) {
-        next unless $w->running;
-        kill 'TERM', $w->{pid};
-        my $deadline = time + 5;
-        sleep 0.02 while !$w->_reaped && time < $deadline;
-        if ($w->running) {
-            kill 'KILL', $w->{pid};
-            waitpid($w->{pid}, 0);
-            undef $w->{pid};
-        }
+    for my $w (grep { $_->running } @Workers) {
+        CheckoutProc::stop($w->{pid});
+        undef $w->{pid};
     }
     CheckoutReceiver::_cleanup();
     if ($Dir) {
@@ -214,15 +202,7 @@ sub _cleanup {
                        . "receiver logs)\n";
         }
     }
-    undef $Owner;
 }
-
-sub _install_exit_handlers {
-    return if $HandlersInstalled++;
-    CheckoutExit::install(\&_cleanup);
-}
-
-END { _cleanup() }
 
 # A receiver whose logs stay in the test dir (kept when a test fails).
 my @Receivers;
@@ -430,7 +410,7 @@ sub start {
     $self = $self->new(@args) unless ref $self;
     croak "CheckoutWorker: $self->{name} is running" if $self->running;
     for my $attempt (1 .. 4) {
-        $self->{admin_port} //= CheckoutRedis::free_port();
+        $self->{admin_port} //= CheckoutProc::free_port();
         $self->_write_config;
         return $self if $self->_launch;
         undef $self->{admin_port};
@@ -494,36 +474,14 @@ sub _env {
     );
 }
 
-sub _spawn {
-    my ($self, @args) = @_;
-    my $prctl = CheckoutRedis::_sys_prctl();
-    my $parent = $$;
-    my %env = _env();
-    STDOUT->flush;
-    STDERR->flush;
-    my $pid = fork // croak "CheckoutWorker: fork: $!";
-    if ($pid == 0) {
-        syscall($prctl, 1, 9) if $prctl;
-        POSIX::_exit(1) if getppid() != $parent;
-        setpgrp(0, 0);
-        @ENV{ keys %env } = values %env;
-        chdir $Dir;
-        open STDIN, '<', '/dev/null';
-        open STDOUT, '>>', $self->{stderr_file};
-        open STDERR, '>&', \*STDOUT;
-        { no warnings 'exec'; exec { $Binary } $Binary, @args }
-        print STDERR "cannot exec $Binary: $!\n";
-        POSIX::_exit(127);
-    }
-    return $pid;
-}
-
 # Starts the process and waits for its admin port. 0: the port was taken.
 sub _launch {
     my ($self) = @_;
     my $err_start = -s $self->{stderr_file} // 0;
     my $log_start = -s $self->{log} // 0;
-    $self->{pid} = $self->_spawn('-c', $self->{config_file});
+    $self->{pid} = CheckoutProc::spawn(
+        exec => [$Binary, '-c', $self->{config_file}], env => { _env() },
+        dir => $Dir, stdout => $self->{stderr_file});
     push @{ $self->{pids} }, $self->{pid};
     $self->{started} = time;
     undef $self->{conn};
@@ -575,13 +533,11 @@ sub running { defined $_[0]{pid} && !$_[0]->_reaped }
 sub _reaped {
     my ($self) = @_;
     my $pid = $self->{pid} // return 1;
-    my $r = waitpid($pid, WNOHANG);
-    return 0 if $r == 0;
-    my $st = $?;
+    my $st = CheckoutProc::reap($pid) // return 0;
     $self->{exit} = {
         status => $st,
-        code => $r == $pid ? $st >> 8 : undef,
-        signal => $r == $pid ? $st & 127 : undef,
+        code => $st >= 0 ? $st >> 8 : undef,
+        signal => $st >= 0 ? $st & 127 : undef,
         elapsed => time - ($self->{signalled} // $self->{started}),
         pid => $pid,
     };
@@ -601,11 +557,8 @@ sub signal {
 # code, signal, status, elapsed) or undef if it still runs.
 sub wait_exit {
     my ($self, $timeout) = @_;
-    my $deadline = time + ($timeout // $StopBound);
-    until ($self->_reaped) {
-        return undef if time > $deadline;
-        sleep 0.02;
-    }
+    CheckoutProc::wait_for(sub { $self->_reaped }, $timeout // $StopBound,
+                           0.02) or return undef;
     return $self->{exit};
 }
 
@@ -751,15 +704,7 @@ sub wait_for_outcome {
     return @l;
 }
 
-sub wait_for {
-    my ($cond, $timeout) = @_;
-    my $deadline = time + ($timeout // 15);
-    while (1) {
-        my $v = $cond->();
-        return $v if $v || time >= $deadline;
-        sleep 0.05;
-    }
-}
+sub wait_for { CheckoutProc::wait_for(@_) }
 
 # ---- admin -----------------------------------------------------------------
 
@@ -841,34 +786,11 @@ sub run {
     open my $fh, '>', $in or croak "$in: $!";
     print $fh $o->{stdin} // '';
     close $fh;
-    my %env = _env();
-    STDOUT->flush;
-    STDERR->flush;
-    my $pid = fork // croak "fork: $!";
-    if ($pid == 0) {
-        @ENV{ keys %env } = values %env;
-        open STDIN, '<', $in;
-        open STDOUT, '>', $out;
-        open STDERR, '>', $err;
-        { no warnings 'exec'; exec { $cmd[0] } @cmd }
-        POSIX::_exit(127);
-    }
-    my $deadline = time + ($o->{timeout} // $CliTimeout);
-    my $code;
-    while (1) {
-        my $r = waitpid($pid, WNOHANG);
-        if ($r == $pid) {
-            $code = $? & 127 ? 128 + ($? & 127) : $? >> 8;
-            last;
-        }
-        if (time > $deadline) {
-            kill 'KILL', $pid;
-            waitpid($pid, 0);
-            $code = -1;
-            last;
-        }
-        sleep 0.01;
-    }
+    my $pid = CheckoutProc::spawn(exec => \@cmd, env => { _env() },
+                                  stdin => $in, stdout => $out, stderr => $err);
+    my $st = CheckoutProc::reap($pid, $o->{timeout} // $CliTimeout);
+    my $code = !defined $st ? -1 : $st & 127 ? 128 + ($st & 127) : $st >> 8;
+    CheckoutProc::stop($pid, signal => 'KILL') unless defined $st;
     my @res = (_slurp($out), $code, _slurp($err));
     unlink $in, $out, $err;
     return @res;

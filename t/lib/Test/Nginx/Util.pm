@@ -14,11 +14,12 @@ use Fcntl qw(:flock);
 use File::Path qw(make_path remove_tree);
 use File::Spec ();
 use IO::Handle ();
-use IO::Socket::INET ();
 use POSIX qw(WNOHANG);
 use Test::LongString;    # is_string
 use Test::More ();
 use Time::HiRes qw(sleep time);
+
+use CheckoutProc ();
 
 our @EXPORT = qw(
     $ServerPort $ServerPortForClient $ServerName $ServerAddr $ServRoot
@@ -71,49 +72,20 @@ our (@EnvToNginx, @BlockPreprocessors, @CleanupHandlers);
 
 # ---- ports -------------------------------------------------------------------
 
-my %UsedPorts;
-
-# A TCP port nobody listens on, chosen at random below the kernel's ephemeral
-# range so that no outgoing connection (nginx's own upstream connections, or
-# another suite's) can occupy it between two nginx restarts.  Never returns the
-# same port twice in one process.  Project-only: CPAN has no such function.
+# A TCP port nobody listens on, below the kernel's ephemeral range so that no
+# outgoing connection (nginx's own upstream connections, or another suite's)
+# can occupy it between two nginx restarts, never the same twice in one
+# process: CheckoutProc's, which the suites' helpers use too.  Project-only:
+# CPAN has no such function.
 sub free_port {
-    my $top = 32767;
-    if (open my $in, '<', '/proc/sys/net/ipv4/ip_local_port_range') {
-        my ($low) = split ' ', scalar <$in>;
-        $top = $low - 1 if $low && $low > 11000;
-    }
-
-    for (1 .. 1000) {
-        my $port = 10000 + int rand($top - 10000 + 1);
-        next if $UsedPorts{$port}++;
-        return $port if port_is_free($port);
-    }
-
-    bail_out("cannot find a free TCP port");
-}
-
-# Linux refuses a SO_REUSEADDR bind only while someone listens on the port,
-# which is exactly the question (TIME_WAIT leftovers of the previous nginx of
-# this file do not count, nginx binds over them too).
-sub port_is_free {
-    my ($port) = @_;
-    my $sock = IO::Socket::INET->new(
-        LocalAddr => '0.0.0.0',
-        LocalPort => $port,
-        Proto     => 'tcp',
-        ReuseAddr => 1,
-        Listen    => 1,
-    ) or return 0;
-    close $sock;
-    return 1;
+    return eval { CheckoutProc::free_port() }
+        // bail_out("cannot find a free TCP port");
 }
 
 # A free port per test file by default, so that `prove -j` runs do not clash.
 our $ServerPort = $ENV{TEST_NGINX_SERVER_PORT} || $ENV{TEST_NGINX_PORT}
                   || free_port();
 our $ServerPortForClient = $ENV{TEST_NGINX_CLIENT_PORT} || $ServerPort;
-$UsedPorts{$ServerPort} = 1;
 
 # Set before the suite's own code runs: it may read it at top level, and
 # `--- request eval` sections are evaluated before the first block starts.
@@ -439,7 +411,7 @@ sub start_nginx {
     # Otherwise the readiness check below could not tell our nginx from
     # whatever already listens there.
     return { error => "port $ServerPort is already in use" }
-        unless port_is_free($ServerPort);
+        unless CheckoutProc::port_is_free($ServerPort);
 
     my @cmd = ($NginxBinary, '-p', "$ServRoot/", '-c', $ConfFile);
     unshift @cmd, valgrind_command() if $valgrind;
