@@ -124,10 +124,9 @@ wait_for redis-server "$redis_pid" redis redis-cli -p 6488 ping
     done
 } > "$dir/worker.conf"
 
-# the events, pipelined through redis-cli
-for i in $(seq 1 "$events"); do
-    printf 'XADD checkout:events * ce_specversion 1.0 ce_id chk_%d ce_type OrderConfirmed ce_source /checkout ce_time 2026-11-26T21:00:00Z ce_subject chk_%d ce_schemaversion 1 content-type application/json data "{\\"checkoutId\\":\\"chk_%d\\",\\"status\\":\\"confirmed\\"}"\n' "$i" "$i" "$i"
-done | redis-cli -p 6488 >/dev/null
+# the events, as the module writes them (t/lib/CheckoutWorker.pm), piped in
+perl -I t/lib -MCheckoutWorker -e 'CheckoutWorker::print_events(@ARGV)' \
+    "$events" | redis-cli -p 6488 --pipe >/dev/null
 
 start=$(date +%s%N)
 "$worker" -c "$dir/worker.conf" 2> "$dir/logs/worker.stderr" &

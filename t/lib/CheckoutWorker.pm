@@ -841,12 +841,7 @@ sub add_event {
     $data = $JSON->encode($data) if ref $data;
     my $time = now_rfc3339();
 
-    my @fields = (
-        ce_specversion => '1.0', ce_id => $id, ce_type => $type,
-        ce_source => '/checkout', ce_time => $time, ce_subject => $subject,
-        ce_schemaversion => '1', 'content-type' => 'application/json',
-        data => $data,
-    );
+    my @fields = event_fields($id, $type, $time, $subject, $data);
     my $over = $o{fields} || {};
     my @out;
     my %seen;
@@ -886,6 +881,33 @@ sub add_event {
     my $entry = $res->[0];
     return { entry => $entry, ce_id => $id, subject => $subject,
              stream => $stream, fields => \@out, type => $type };
+}
+
+# A stream entry's fields and values as the nginx module writes them.
+sub event_fields {
+    my ($id, $type, $time, $subject, $data) = @_;
+    return (ce_specversion => '1.0', ce_id => $id, ce_type => $type,
+            ce_source => '/checkout', ce_time => $time,
+            ce_subject => $subject, ce_schemaversion => '1',
+            'content-type' => 'application/json', data => $data);
+}
+
+# Prints, for `redis-cli --pipe`, the commands that append $n events of
+# new checkouts (OrderConfirmed) to $stream: what scripts/bench-worker.sh
+# feeds the worker.
+sub print_events {
+    my ($n, $stream) = @_;
+    my $time = now_rfc3339();
+    binmode STDOUT;
+    for (1 .. $n) {
+        my $id = random_id();
+        my @cmd = ('XADD', $stream // $Stream, '*',
+                   event_fields($id, 'OrderConfirmed', $time, $id,
+                                $JSON->encode({ checkoutId => $id,
+                                                status => 'confirmed' })));
+        print '*' . @cmd . "\r\n",
+              map { '$' . length($_) . "\r\n$_\r\n" } @cmd;
+    }
 }
 
 # The checkout state hash of a subject ({} when there is none).
