@@ -225,3 +225,18 @@ orderId: "ord_big"
 pad =~ ^x{40000}$
 --- no_error_log
 [error]
+
+
+
+=== TEST 9: checkout_redis_timeout 0 is refused by its own name
+--- config
+    location = /checkout {
+        checkout;
+        checkout_redis_timeout 0;
+        checkout_step validate /_svc/cart/ok;
+    }
+--- must_die
+--- error_log
+"checkout_redis_timeout" must be more than 0
+--- no_error_log
+"checkout_timeout" must
