@@ -6,7 +6,7 @@
  * An entry that was deleted from the stream while still pending cannot be
  * delivered: Redis 7 reports it (XAUTOCLAIM's third element; XCLAIM leaves
  * it out) and drops it from the pending list, so the scripts dead-letter
- * it with the reason deleted_before_delivery there and then. */
+ * it there and then, as deleted before delivery. */
 
 #define _POSIX_C_SOURCE 200809L
 

@@ -2,7 +2,7 @@
  * while the concurrency allows, delivered over HTTP, and settled by a state
  * script whose outcome taskOutcome() counts, logs and acts on.
  *
- * Ordering: a group's entries with the same ce_subject are handled one at a
+ * Ordering: a group's entries with the same subject are handled one at a
  * time, in the order this process got them; a later entry waits (TASK_WAITING)
  * while an earlier one is in flight or waiting for its retry. The entries
  * wait in the group's pending list, owned by this consumer, and the touch
