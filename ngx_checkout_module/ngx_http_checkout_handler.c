@@ -625,4 +625,3 @@ ngx_http_checkout_cleanup(void *data)
         ctx->command = NULL;
     }
 }
-
