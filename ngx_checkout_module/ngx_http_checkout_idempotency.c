@@ -30,12 +30,6 @@ static ngx_int_t ngx_http_checkout_idempotency_copy(ngx_http_request_t *r,
     redisReply *reply, ngx_str_t *dst);
 
 
-/* a string of Redis's reply is the literal s */
-#define ngx_http_checkout_idempotency_is(reply, s)                            \
-    ((reply)->len == sizeof(s) - 1                                            \
-     && ngx_strncmp((reply)->str, s, sizeof(s) - 1) == 0)
-
-
 /* the gate, atomic in Redis: lua/gate.lua */
 static ngx_str_t  ngx_http_checkout_gate_script =
     ngx_string(NGX_HTTP_CHECKOUT_GATE_LUA);
@@ -326,21 +320,18 @@ ngx_http_checkout_idempotency_done(void *data, redisReply *reply)
     if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements) {
         state = reply->element[0];
 
-        if (ngx_http_checkout_idempotency_is(state, CHECKOUT_GATE_NEW)) {
+        if (ngx_http_checkout_redis_is(state, CHECKOUT_GATE_NEW)) {
             ctx->gate = NGX_HTTP_CHECKOUT_GATE_NEW;
 
-        } else if (ngx_http_checkout_idempotency_is(state,
-                                                    CHECKOUT_GATE_REUSED))
-        {
+        } else if (ngx_http_checkout_redis_is(state, CHECKOUT_GATE_REUSED)) {
             ctx->gate = NGX_HTTP_CHECKOUT_GATE_REUSED;
 
-        } else if (ngx_http_checkout_idempotency_is(state,
-                                               CHECKOUT_IDEMPOTENCY_RUNNING))
+        } else if (ngx_http_checkout_redis_is(state,
+                                              CHECKOUT_IDEMPOTENCY_RUNNING))
         {
             ctx->gate = NGX_HTTP_CHECKOUT_GATE_RUNNING;
 
-        } else if (ngx_http_checkout_idempotency_is(state, CHECKOUT_GATE_LATE))
-        {
+        } else if (ngx_http_checkout_redis_is(state, CHECKOUT_GATE_LATE)) {
             /* in time for nginx, late for Redis: the clocks disagree */
 
             ngx_log_error(NGX_LOG_ERR, c->log, 0,
@@ -349,8 +340,8 @@ ngx_http_checkout_idempotency_done(void *data, redisReply *reply)
                           "checkout_redis_timeout", &ctx->conf->redis->name);
 
         } else if (reply->elements == 5
-                   && ngx_http_checkout_idempotency_is(state,
-                                                 CHECKOUT_IDEMPOTENCY_DONE)
+                   && ngx_http_checkout_redis_is(state,
+                                                CHECKOUT_IDEMPOTENCY_DONE)
                    && ngx_http_checkout_idempotency_copy(r, reply->element[1],
                                                   &ctx->stored.status) == NGX_OK
                    && ngx_http_checkout_idempotency_copy(r, reply->element[2],

@@ -103,6 +103,11 @@ typedef enum {
 typedef struct ngx_http_checkout_redis_s  ngx_http_checkout_redis_t;
 typedef struct ngx_http_checkout_redis_cmd_s  ngx_http_checkout_redis_cmd_t;
 
+/* a string of a Redis reply is the literal s */
+#define ngx_http_checkout_redis_is(reply, s)                                  \
+    ((reply)->len == sizeof(s) - 1                                            \
+     && ngx_strncmp((reply)->str, s, sizeof(s) - 1) == 0)
+
 /* reply is NULL when the command failed, timed out or the link was lost */
 typedef void (*ngx_http_checkout_redis_handler_pt)(void *data,
     redisReply *reply);

@@ -11,11 +11,6 @@
 #include "ngx_http_checkout_module.h"
 
 
-/* a string of Redis's reply is the literal s */
-#define ngx_http_checkout_status_is(reply, s)                                 \
-    ((reply)->len == sizeof(s) - 1                                            \
-     && ngx_strncmp((reply)->str, s, sizeof(s) - 1) == 0)
-
 #define ngx_http_checkout_state_field(name)  ngx_string(name),
 
 
@@ -222,14 +217,14 @@ ngx_http_checkout_status_send(ngx_http_request_t *r,
         k = reply->element[i];
         v = reply->element[i + 1];
 
-        if (ngx_http_checkout_status_is(k, CHECKOUT_STATE_STATUS)
-            || ngx_http_checkout_status_is(k, CHECKOUT_STATE_ORDER_ID))
+        if (ngx_http_checkout_redis_is(k, CHECKOUT_STATE_STATUS)
+            || ngx_http_checkout_redis_is(k, CHECKOUT_STATE_ORDER_ID))
         {
             ngx_http_checkout_status_field(&w, k, v);
 
-            if (ngx_http_checkout_status_is(k, CHECKOUT_STATE_STATUS)
-                && ngx_http_checkout_status_is(v,
-                                       CHECKOUT_OUTCOME_PENDING_REVIEW))
+            if (ngx_http_checkout_redis_is(k, CHECKOUT_STATE_STATUS)
+                && ngx_http_checkout_redis_is(v,
+                                              CHECKOUT_OUTCOME_PENDING_REVIEW))
             {
                 pending = 1;
             }
