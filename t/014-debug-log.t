@@ -4,6 +4,15 @@
 # follow a checkout through the gate, its steps, the publish script (or the
 # spool) and the reply.
 
+# an nginx without debug logging has no such lines to show
+BEGIN {
+    my $nginx = $ENV{TEST_NGINX_BINARY} || 'nginx';
+    if (`$nginx -V 2>&1` !~ /--with-debug/) {
+        require Test::More;
+        Test::More::plan(skip_all => "$nginx is built without --with-debug");
+    }
+}
+
 use Test::Nginx::Socket 'no_plan';
 use FindBin ();
 BEGIN { push @INC, "$FindBin::Bin/lib" }
