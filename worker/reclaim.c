@@ -88,7 +88,7 @@ static void onDue(redisLink *l, redisReply *reply, void *privdata) {
  * wait for good). */
 void reclaimDue(group *g) {
     char nowms[24], idle[24], count[16], now[40];
-    long long ms = nowMs();
+    long long ms;
     scriptCmd s;
     int n = taskRoom(g);
 
@@ -98,6 +98,7 @@ void reclaimDue(group *g) {
         return;
     if (scriptInit(&s, SCRIPT_DUE_LUA, SCRIPT_DUE_NUMKEYS,
                    SCRIPT_DUE_ARGC) == 0) {
+        ms = nowMs();
         formatTime(now, sizeof(now), ms);
         snprintf(nowms, sizeof(nowms), "%lld", ms);
         snprintf(idle, sizeof(idle), "%lld", g->cfg->min_idle_ms);
